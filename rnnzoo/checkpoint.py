@@ -1,0 +1,93 @@
+"""Checkpoints: written atomically, kept K at a time, read with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnzoo.errors import CheckpointError, RnnzooError
+
+PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / f"ckpt-{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints of a run, oldest first."""
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if PATTERN.match(p.name))
+
+
+def save(run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` for ``step`` atomically (temp file, fsync, rename) and delete
+    all but the newest ``keep`` checkpoints. A crash leaves the previous ones intact."""
+    path = checkpoint_path(run_dir, step)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise RnnzooError(
+            f"Could not write checkpoint '{path}': {exc.strerror or exc}. Free disk "
+            "space or choose a writable --run-dir; earlier checkpoints are untouched, "
+            "so `rnnzoo train --resume` continues from the last one."
+        ) from exc
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``: tensors and plain containers
+    only, so a checkpoint cannot run code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"Checkpoint '{path}' does not exist.") from exc
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"Checkpoint '{path}' was refused: it holds objects other than tensors and "
+            f"plain containers ({str(exc).splitlines()[0]}). rnnzoo loads checkpoints with "
+            "weights_only=True so that a file cannot run code; only load checkpoints "
+            "rnnzoo wrote."
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(
+            f"Checkpoint '{path}' is corrupt or truncated ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}). Delete it to resume "
+            "from the previous checkpoint in the same folder."
+        ) from exc
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise CheckpointError(
+            f"Checkpoint '{path}' is not an rnnzoo checkpoint (no model state or step)."
+        )
+    return state
+
+
+def latest(run_dir: Path) -> Path:
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(
+            f"No checkpoint in '{run_dir / 'checkpoints'}'. Pass the folder of a run "
+            "that saved at least one checkpoint (trainer.checkpoint_every)."
+        )
+    return found[-1]

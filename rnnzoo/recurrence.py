@@ -1,0 +1,152 @@
+"""The recurrence engine: any cell, over time, layers and directions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rnnzoo.cell import Cell, State
+
+
+@dataclass
+class RecurrenceOutput:
+    """What a pass of the recurrence produced.
+
+    ``outputs`` is ``[B, T, directions * output_size]`` (forward features first),
+    zero at padded steps. ``final_state[layer * directions + d]`` is each sequence's
+    state after its last real step. ``step_states`` (only when asked for) holds, per
+    layer and direction, the hidden states ``h_t`` of every step in processing
+    order: graph tensors, so ``autograd.grad(loss, h_t)`` is the total derivative
+    ``dL/dh_t`` through the recurrence.
+    """
+
+    outputs: Tensor
+    final_state: list[State]
+    step_states: list[list[Tensor]] | None = None
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of ``x [B, T, ...]`` within its true length."""
+    if lengths is None:
+        return x.flip(1)
+    steps = x.shape[1]
+    t = torch.arange(steps, device=x.device)[None, :]
+    lengths = lengths.to(x.device)[:, None]
+    index = torch.where(t < lengths, lengths - 1 - t, t)
+    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, index)
+
+
+def step_loop(
+    cell: Cell, x: Tensor, state: State, lengths: Tensor | None, record: bool
+) -> tuple[Tensor, State, list[Tensor]]:
+    """The reference implementation: one call of ``cell.forward`` per time step.
+
+    Padded steps (``t >= lengths[b]``) leave the state unchanged and output zeros.
+    """
+    steps = x.shape[1]
+    projected = cell.project_input(x)
+    unpadded_until = steps if lengths is None else int(lengths.min())
+    mask = None if lengths is None else torch.arange(steps)[None, :] < lengths.cpu()[:, None]
+    if mask is not None:
+        mask = mask.to(x.device)
+    outputs: list[Tensor] = []
+    recorded: list[Tensor] = []
+    for t in range(steps):
+        output, new_state = cell(projected[:, t], state)
+        if t >= unpadded_until:
+            assert mask is not None
+            real = mask[:, t, None]
+            masked = tuple(torch.where(real, n, s) for n, s in zip(new_state, state))
+            output = masked[0] if output is new_state[0] else output
+            output = output * real.to(output.dtype)
+            new_state = masked
+        state = new_state
+        outputs.append(output)
+        if record:
+            recorded.append(state[0])
+    return torch.stack(outputs, 1), state, recorded
+
+
+class Recurrence(nn.Module):
+    """Runs cells over a batch-first sequence: stacked layers, optional backward
+    direction, variable lengths, initial state in and final state out.
+
+    Each layer and direction has its own cell, built by ``make_cell(input_size,
+    hidden_size)``. Built-in cells use their fused kernel when ``fused`` is true and
+    no per-step states are requested; the step loop is the reference.
+    """
+
+    def __init__(
+        self,
+        make_cell: Callable[[int, int], Cell],
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        fused: bool = True,
+    ) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.directions = 2 if bidirectional else 1
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        self.fused = fused
+        cells: list[Cell] = []
+        size = input_size
+        for _ in range(num_layers):
+            layer = [make_cell(size, hidden_size) for _ in range(self.directions)]
+            cells.extend(layer)
+            size = layer[0].output_size * self.directions
+        self.cells = nn.ModuleList(cells)
+        self.output_size = size
+
+    def cell(self, layer: int, direction: int = 0) -> Cell:
+        cell = self.cells[layer * self.directions + direction]
+        assert isinstance(cell, Cell)
+        return cell
+
+    def initial_state(
+        self, batch_size: int, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> list[State]:
+        return [c.initial_state(batch_size, device, dtype) for c in self.cells]  # type: ignore[operator]
+
+    def forward(
+        self,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        state: list[State] | None = None,
+        return_states: bool = False,
+    ) -> RecurrenceOutput:
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device, x.dtype)
+        if lengths is not None and bool((lengths == x.shape[1]).all()):
+            lengths = None
+        final: list[State] = []
+        recorded: list[list[Tensor]] = []
+        layer_input = x
+        for layer in range(self.num_layers):
+            if layer > 0 and self.dropout is not None:
+                layer_input = self.dropout(layer_input)
+            outputs = []
+            for d in range(self.directions):
+                index = layer * self.directions + d
+                cell = self.cell(layer, d)
+                seq = layer_input if d == 0 else reverse_padded(layer_input, lengths)
+                result = None
+                if self.fused and not return_states:
+                    result = cell.forward_sequence(seq, state[index], lengths)
+                if result is None:
+                    out, last, steps = step_loop(cell, seq, state[index], lengths, return_states)
+                else:
+                    (out, last), steps = result, []
+                outputs.append(out if d == 0 else reverse_padded(out, lengths))
+                final.append(last)
+                recorded.append(steps)
+            layer_input = outputs[0] if self.directions == 1 else torch.cat(outputs, -1)
+        return RecurrenceOutput(layer_input, final, recorded if return_states else None)

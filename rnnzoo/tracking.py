@@ -1,0 +1,151 @@
+"""Where logged values go: metrics.jsonl in the run folder, and W&B."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from rnnzoo.errors import RnnzooError
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN or Inf; write them as strings so the line stays valid."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+    return rows
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file, then rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({k: _clean(v) for k, v in data.items()}, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+class Tracker:
+    """Logs every value to ``metrics.jsonl`` and, unless disabled, to a W&B run
+    living in the run folder (offline unless ``WANDB_MODE`` or ``wandb_mode`` say
+    otherwise). If W&B cannot start or fails later, training goes on with one
+    warning and the JSONL file stays complete.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        run_id: str,
+        config: dict[str, Any],
+        project: str,
+        name: str,
+        group: str | None,
+        tags: list[str],
+        wandb_mode: str,
+        resume_step: int | None = None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.metrics_path = run_dir / "metrics.jsonl"
+        if resume_step is not None and self.metrics_path.exists():
+            # drop what was logged after the checkpoint: those steps run again
+            kept = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= resume_step]
+            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        try:
+            self._jsonl = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise RnnzooError(
+                f"Cannot write '{self.metrics_path}': {exc.strerror}. Choose a writable "
+                "--run-dir."
+            ) from exc
+        self.wandb_run: Any = None
+        mode = os.environ.get("WANDB_MODE", wandb_mode)
+        if mode != "disabled":
+            self._start_wandb(run_id, config, project, name, group, tags, mode)
+
+    def _start_wandb(
+        self,
+        run_id: str,
+        config: dict[str, Any],
+        project: str,
+        name: str,
+        group: str | None,
+        tags: list[str],
+        mode: str,
+    ) -> None:
+        try:
+            import wandb
+
+            self.wandb_run = wandb.init(
+                dir=str(self.run_dir),
+                id=run_id,
+                resume="allow",
+                project=project,
+                name=name,
+                group=group,
+                tags=tags,
+                config=config,
+                mode=mode,  # type: ignore[arg-type]
+                settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+            )
+            self.wandb_run.define_metric("trainer/step")
+            self.wandb_run.define_metric("*", step_metric="trainer/step")
+        except Exception as exc:  # W&B must never stop a run
+            self._wandb_failed(exc)
+
+    def _wandb_failed(self, exc: BaseException) -> None:
+        warnings.warn(
+            f"W&B is unavailable ({type(exc).__name__}: {exc}); training goes on and "
+            f"every value is still written to {self.metrics_path}.",
+            stacklevel=3,
+        )
+        self.wandb_run = None
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        scalars = {k: _clean(v) for k, v in values.items() if isinstance(v, (int, float))}
+        self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+        self._jsonl.flush()
+        if self.wandb_run is not None:
+            try:
+                self.wandb_run.log({**values, "trainer/step": step})
+            except Exception as exc:
+                self._wandb_failed(exc)
+
+    def log_images(self, step: int, images: dict[str, Path]) -> None:
+        """PNG files already in the run folder, shown as W&B images."""
+        if self.wandb_run is not None:
+            try:
+                import wandb
+
+                media = {key: wandb.Image(str(path)) for key, path in images.items()}
+                self.wandb_run.log({**media, "trainer/step": step})
+            except Exception as exc:
+                self._wandb_failed(exc)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        write_json(self.run_dir / "summary.json", values)
+        if self.wandb_run is not None:
+            try:
+                self.wandb_run.summary.update(values)
+            except Exception as exc:
+                self._wandb_failed(exc)
+
+    def close(self) -> None:
+        self._jsonl.close()
+        if self.wandb_run is not None:
+            try:
+                self.wandb_run.finish()
+            except Exception as exc:
+                self._wandb_failed(exc)
+            self.wandb_run = None
