@@ -76,7 +76,9 @@ def build_model(
 ) -> RNNModel:
     """Build a model from plugin names, for notebooks and the trainer alike.
 
-    ``rnnzoo.build_model(spec, cell="lstm", head="per_token", hidden_size=128)``.
+    ``rnnzoo.build_model(spec, cell="lstm", head="per_token", hidden_size=128)``, or
+    from a config's model section: ``build_model(spec, **OmegaConf.to_container(
+    cfg.model))`` (the keyword arguments are the fields of ``config.ModelConfig``).
     ``spec`` says what the task feeds in and expects back; ``adapter`` replaces the
     default input adapter (an embedding for tokens, features as they are or
     projected to ``input_dim`` for real values).

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnzoo.cell import Cell, State
+from rnnzoo.errors import DataError, UsageError
 
 
 @dataclass
@@ -49,26 +50,28 @@ def step_loop(
     """
     steps = x.shape[1]
     projected = cell.project_input(x)
-    unpadded_until = steps if lengths is None else int(lengths.min())
-    mask = None if lengths is None else torch.arange(steps)[None, :] < lengths.cpu()[:, None]
-    if mask is not None:
-        mask = mask.to(x.device)
+    real_until = steps if lengths is None else int(lengths.min())
+    mask = None if lengths is None else step_mask(lengths, steps, x.device)
     outputs: list[Tensor] = []
     recorded: list[Tensor] = []
     for t in range(steps):
         output, new_state = cell(projected[:, t], state)
-        if t >= unpadded_until:
+        if t >= real_until:
             assert mask is not None
             real = mask[:, t, None]
-            masked = tuple(torch.where(real, n, s) for n, s in zip(new_state, state))
-            output = masked[0] if output is new_state[0] else output
-            output = output * real.to(output.dtype)
+            masked = tuple(torch.where(real, n, s) for n, s in zip(new_state, state, strict=True))
+            output = output.masked_fill(~real, 0.0)
             new_state = masked
         state = new_state
         outputs.append(output)
         if record:
             recorded.append(state[0])
     return torch.stack(outputs, 1), state, recorded
+
+
+def step_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
+    """``[B, steps]`` booleans, true at real steps."""
+    return torch.arange(steps, device=device)[None, :] < lengths.to(device)[:, None]
 
 
 class Recurrence(nn.Module):
@@ -116,6 +119,23 @@ class Recurrence(nn.Module):
     ) -> list[State]:
         return [c.initial_state(batch_size, device, dtype) for c in self.cells]  # type: ignore[operator]
 
+    @staticmethod
+    def _check_lengths(lengths: Tensor, x: Tensor) -> Tensor | None:
+        """``lengths``, or ``None`` where every sequence fills all steps."""
+        steps = x.shape[1]
+        if lengths.shape != (x.shape[0],):
+            raise DataError(
+                f"Sequence lengths have shape {tuple(lengths.shape)}, but the batch holds "
+                f"{x.shape[0]} sequences: the task must give one length per sequence."
+            )
+        low, high = torch.stack(torch.aminmax(lengths)).tolist()
+        if low < 0 or high > steps:
+            raise DataError(
+                f"Sequence lengths range from {low} to {high}, outside [0, {steps}] for a "
+                f"batch of {steps} steps: the task's lengths do not fit its inputs."
+            )
+        return None if low == steps else lengths
+
     def forward(
         self,
         x: Tensor,
@@ -125,8 +145,16 @@ class Recurrence(nn.Module):
     ) -> RecurrenceOutput:
         if state is None:
             state = self.initial_state(x.shape[0], x.device, x.dtype)
-        if lengths is not None and bool((lengths == x.shape[1]).all()):
-            lengths = None
+        elif len(state) != len(self.cells):
+            raise UsageError(
+                f"The initial state has {len(state)} entries, but this recurrence has "
+                f"{len(self.cells)} (layers x directions): pass the final_state of a model "
+                "with the same num_layers and bidirectional, or None."
+            )
+        lengths = None if lengths is None else self._check_lengths(lengths, x)
+        if lengths is not None:
+            # whatever the padding holds (even NaN) must not reach a real step or gradient
+            x = x.masked_fill(~step_mask(lengths, x.shape[1], x.device)[..., None], 0.0)
         final: list[State] = []
         recorded: list[list[Tensor]] = []
         layer_input = x

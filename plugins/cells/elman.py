@@ -11,7 +11,9 @@ from torch import Tensor, nn
 
 from rnnzoo import Activation, Cell, State, hookimpl
 from rnnzoo_plugins.activations import ReLU, Tanh
-from rnnzoo_plugins.cells.fused import KERNELS, run_fused
+from rnnzoo_plugins.cells.fused import KERNELS, fusable, run_fused
+
+_KERNEL_OF = {Tanh: "rnn_tanh", ReLU: "rnn_relu"}
 
 
 class ElmanCell(Cell):
@@ -50,7 +52,7 @@ class ElmanCell(Cell):
     def forward_sequence(
         self, x: Tensor, state: State, lengths: Tensor | None
     ) -> tuple[Tensor, State] | None:
-        kind = {Tanh: "rnn_tanh", ReLU: "rnn_relu"}.get(type(self.activation))
+        kind = next((k for a, k in _KERNEL_OF.items() if fusable(self.activation, a)), None)
         if kind is None:
             return None
         weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from rnnzoo import Activation, Cell, State, hookimpl
 from rnnzoo_plugins.activations import Tanh
-from rnnzoo_plugins.cells.fused import KERNELS, run_fused
+from rnnzoo_plugins.cells.fused import KERNELS, fusable, run_fused
 
 
 class LSTMCell(Cell):
@@ -64,7 +64,7 @@ class LSTMCell(Cell):
     def forward_sequence(
         self, x: Tensor, state: State, lengths: Tensor | None
     ) -> tuple[Tensor, State] | None:
-        if type(self.activation) is not Tanh:
+        if not fusable(self.activation, Tanh):
             return None
         weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
         return run_fused(KERNELS["lstm"], x, state, weights, lengths)

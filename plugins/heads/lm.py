@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from rnnzoo import Batch, TaskSpec, hookimpl
+from rnnzoo.errors import ConfigError, UsageError
 from rnnzoo_plugins.heads.per_token import PerTokenHead
 
 
@@ -24,7 +25,10 @@ class LanguageModelHead(PerTokenHead):
         dropout: float = 0.0,
     ) -> None:
         if directions != 1:
-            raise ValueError("a language model reads left to right: use one direction")
+            raise ConfigError(
+                "Head 'lm' predicts the next token, so it may only read left to right, but "
+                "the model is bidirectional: set model.bidirectional=false."
+            )
         super().__init__(input_size, spec, directions, hidden, dropout)
 
     @torch.no_grad()
@@ -39,30 +43,37 @@ class LanguageModelHead(PerTokenHead):
     ) -> list[int]:
         """Continue ``prompt`` (token ids) by ``length`` sampled tokens.
 
-        ``temperature`` divides the logits (lower: more conservative); ``top_k``
-        keeps only the k most likely tokens at each step.
+        ``temperature`` divides the logits (lower: more conservative, towards 0:
+        greedy); ``top_k`` keeps only the k most likely tokens at each step. The
+        model runs in eval mode (no dropout) and is put back as it was.
         """
+        if not prompt:
+            raise UsageError("sample() needs a prompt of at least one token id.")
+        if top_k is not None and top_k < 1:
+            raise UsageError(f"top_k must be at least 1 (or None for all tokens), got {top_k}.")
         device = next(model.parameters()).device
-        tokens = torch.tensor([prompt], device=device)
-        state = None
-        out: list[int] = []
-        for _ in range(length):
-            batch = Batch(inputs=tokens, targets=tokens)
-            result = model(batch, state=state)
-            state = result.final_state
-            logits = result.predictions[0, -1].float() / max(temperature, 1e-6)
-            if top_k is not None and top_k < logits.numel():
-                cutoff = torch.topk(logits, top_k).values[-1]
-                logits = logits.masked_fill(logits < cutoff, float("-inf"))
-            probs = torch.softmax(logits, -1)
-            token = int(torch.multinomial(probs.cpu(), 1, generator=generator))
-            out.append(token)
-            tokens = torch.tensor([[token]], device=device)
+        was_training = model.training
+        model.eval()
+        try:
+            tokens = torch.tensor([prompt], device=device)
+            state = None
+            out: list[int] = []
+            for _ in range(length):
+                result = model(Batch(inputs=tokens, targets=tokens), state=state)
+                state = result.final_state
+                logits = result.predictions[0, -1].float() / max(temperature, 1e-6)
+                if top_k is not None and top_k < logits.numel():
+                    cutoff = torch.topk(logits, top_k).values[-1]
+                    logits = logits.masked_fill(logits < cutoff, float("-inf"))
+                probs = torch.softmax(logits, -1)
+                token = int(torch.multinomial(probs.cpu(), 1, generator=generator))
+                out.append(token)
+                tokens = torch.tensor([[token]], device=device)
+        finally:
+            model.train(was_training)
         return out
 
 
 @hookimpl
 def rnnzoo_heads() -> dict[str, Any]:
     return {"lm": LanguageModelHead}
-
-

@@ -26,7 +26,9 @@ class SequenceHead(Head):
 
     per_token = False
 
-    def __init__(self, input_size: int, spec: TaskSpec, directions: int = 1, hidden: int = 0) -> None:
+    def __init__(
+        self, input_size: int, spec: TaskSpec, directions: int = 1, hidden: int = 0
+    ) -> None:
         super().__init__(input_size, spec, directions)
         self.project = mlp(input_size, hidden, spec.output_size)
 
@@ -38,10 +40,11 @@ class SequenceHead(Head):
         return self.project(features)
 
     def loss(self, predictions: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
-        keep = batch.ends if batch.ends is not None else torch.ones_like(batch.targets, dtype=torch.bool)
-        if keep.dim() < batch.targets.dim():
-            keep = keep.view(-1)
-        return summed_loss(predictions, batch.targets, keep.view(batch.batch_size), self.spec)
+        # a truncated-BPTT window scores only the sequences that end inside it
+        keep = batch.ends
+        if keep is None:
+            keep = torch.ones(batch.batch_size, dtype=torch.bool, device=predictions.device)
+        return summed_loss(predictions, batch.targets, keep, self.spec)
 
 
 @hookimpl
