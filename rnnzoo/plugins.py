@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import os
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,7 +17,7 @@ from types import ModuleType
 import pluggy
 
 from rnnzoo import hookspecs
-from rnnzoo.errors import PluginError
+from rnnzoo.errors import PluginError, did_you_mean
 
 ENTRY_POINT_GROUP = "rnnzoo"
 
@@ -31,10 +34,17 @@ DEFAULT_PLUGINS = (
     "rnnzoo_plugins.controllers.clipping",
     "rnnzoo_plugins.controllers.tbptt",
     "rnnzoo_plugins.tasks.synthetic",
+    "rnnzoo_plugins.tasks.conllu",
+    "rnnzoo_plugins.tasks.text_lm",
 )
 
 
-HOOK_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("rnnzoo_"))
+#: every hook a plugin may implement, as ``{name: parameter names}``
+HOOKS: dict[str, tuple[str, ...]] = {
+    name: tuple(inspect.signature(getattr(hookspecs, name)).parameters)
+    for name in dir(hookspecs)
+    if name.startswith("rnnzoo_")
+}
 
 
 class PluginManager(pluggy.PluginManager):
@@ -50,70 +60,102 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _hook_functions(pm: PluginManager, plugin: object) -> list[str]:
+    """Names of the attributes of ``plugin`` marked with ``@rnnzoo.hookimpl``."""
+    return [attr for attr in dir(plugin) if pm.parse_hookimpl_opts(plugin, attr) is not None]
+
+
 def _register(pm: PluginManager, plugin: object, name: str, origin: str) -> None:
+    if pm.is_registered(plugin):  # one module named twice, e.g. by -p and plugins:
+        return
+    for attr in _hook_functions(pm, plugin):
+        if attr not in HOOKS:
+            raise PluginError(
+                f"Plugin '{name}' ({origin}) implements '{attr}', which is not an rnnzoo "
+                f"hook.{did_you_mean(attr, HOOKS)} Hooks: {', '.join(sorted(HOOKS))} "
+                "(documented in rnnzoo/hookspecs.py)."
+            )
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
+        found = re.search(r"hook '(\w+)'", str(exc))
+        hook = found.group(1) if found else ""
+        expected = f" rnnzoo calls {hook}({', '.join(HOOKS[hook])})." if hook in HOOKS else ""
         raise PluginError(
-            f"Plugin '{name}' (from {origin}) does not fit rnnzoo's hooks: {exc}. "
-            "Compare its hook functions with `rnnzoo/hookspecs.py` (names start with "
-            "'rnnzoo_', parameters must be a subset of the spec's)."
+            f"Plugin '{name}' ({origin}) does not fit rnnzoo's hooks: "
+            f"{'; '.join(str(exc).splitlines()[1:])}.{expected} An implementation may take any "
+            "of its hook's parameters, by name, and no others (see rnnzoo/hookspecs.py)."
         ) from exc
     except ValueError as exc:
         raise PluginError(
-            f"Plugin '{name}' (from {origin}) is registered twice: {exc}. Remove one "
-            "of the two `-p` options or `plugins:` entries."
+            f"Two plugins are called '{name}' ({origin}): {exc}. Rename one, or leave "
+            "one of them out."
         ) from exc
-    unknown = [
-        attr
-        for attr in dir(plugin)
-        if attr.startswith("rnnzoo_")
-        and pm.parse_hookimpl_opts(plugin, attr) is not None
-        and attr not in HOOK_NAMES
-    ]
-    if unknown:
-        raise PluginError(
-            f"Plugin '{name}' (from {origin}) implements unknown hook(s) "
-            f"{', '.join(unknown)}. Check the spelling against `rnnzoo/hookspecs.py`."
-        )
     pm.origins[name] = origin
+    pm.trace.root.get("register")(name, "from", origin)
 
 
-def _import_module(spec: str) -> ModuleType:
-    """Import a dotted module name, or a ``.py`` file by path."""
-    if spec.endswith(".py") or os.sep in spec or "/" in spec:
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise PluginError(
-                f"Plugin file '{spec}' does not exist. Pass the path of a Python file "
-                "with rnnzoo hook implementations, or a module name on sys.path."
-            )
-        mod_name = f"rnnzoo_user_plugin_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
-        file_spec = importlib.util.spec_from_file_location(mod_name, path)
-        assert file_spec is not None and file_spec.loader is not None
-        module = importlib.util.module_from_spec(file_spec)
-        sys.modules[mod_name] = module
-        try:
-            file_spec.loader.exec_module(module)
-        except Exception:
-            del sys.modules[mod_name]
-            raise
-        return module
-    return importlib.import_module(spec)
+def _looks_like_file(spec: str) -> bool:
+    return spec.endswith(".py") or "/" in spec or os.sep in spec
 
 
-def _load(spec: str, origin: str) -> ModuleType:
+def _import_file(path: Path) -> ModuleType:
+    """Import a ``.py`` file once per process, under a name derived from its path."""
+    path = path.resolve()
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    stem = re.sub(r"\W", "_", path.stem)
+    mod_name = f"rnnzoo_user_plugin_{stem}_{digest}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    file_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if file_spec is None or file_spec.loader is None:
+        raise PluginError(f"Plugin file '{path}' cannot be imported as a Python module.")
+    module = importlib.util.module_from_spec(file_spec)
+    sys.modules[mod_name] = module
     try:
-        return _import_module(spec)
+        file_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[mod_name]
+        raise
+    return module
+
+
+def _load(spec: str) -> ModuleType:
+    """Import a dotted module name, or a ``.py`` file by path."""
+    if _looks_like_file(spec) and not Path(spec).expanduser().is_file():
+        raise PluginError(
+            f"Plugin file '{spec}' does not exist (looked in {Path.cwd()}; a relative path "
+            "in an experiment's plugins: list is looked up beside the YAML file first). Pass "
+            "the path of a Python file with rnnzoo hooks, or a module name on sys.path."
+        )
+    try:
+        if _looks_like_file(spec):
+            return _import_file(Path(spec).expanduser())
+        return importlib.import_module(spec)
     except PluginError:
         raise
     except Exception as exc:
         raise PluginError(
-            f"Plugin '{spec}' (from {origin}) failed to import: "
-            f"{type(exc).__name__}: {exc}. Fix the plugin, or leave it out "
-            "(RNNZOO_DISABLE_PLUGIN_AUTOLOAD=1 skips installed plugins); "
-            "`--debug` shows the traceback."
+            f"Plugin '{spec}' failed to import: {type(exc).__name__}: {exc}. Fix the "
+            "plugin, or leave it out of the -p options and the experiment's plugins: "
+            "list; `rnnzoo --debug ...` shows the traceback."
         ) from exc
+
+
+def _entry_point_plugins(pm: PluginManager) -> None:
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "unknown"
+        origin = f"entry point '{ep.name}' of {dist}"
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                f"Plugin '{ep.name}' ({origin}) failed to import: "
+                f"{type(exc).__name__}: {exc}. Fix or uninstall that package, or set "
+                "RNNZOO_DISABLE_PLUGIN_AUTOLOAD=1 to skip installed plugins; "
+                "`rnnzoo --debug ...` shows the traceback."
+            ) from exc
+        _register(pm, plugin, ep.name, origin)
 
 
 def plugin_manager(extra: Iterable[str] = ()) -> PluginManager:
@@ -121,27 +163,16 @@ def plugin_manager(extra: Iterable[str] = ()) -> PluginManager:
 
     ``extra`` holds module names or ``.py`` paths (from ``-p`` and ``plugins:``).
     ``RNNZOO_DISABLE_PLUGIN_AUTOLOAD=1`` skips the ``rnnzoo`` entry points;
-    ``RNNZOO_TRACE_PLUGINS=1`` prints every hook call to stderr.
+    ``RNNZOO_TRACE_PLUGINS=1`` prints every registration and hook call to stderr.
     """
     pm = PluginManager()
-    for name in DEFAULT_PLUGINS:
-        _register(pm, importlib.import_module(name), name, "built-in")
-    if not _flag("RNNZOO_DISABLE_PLUGIN_AUTOLOAD"):
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = ep.dist.name if ep.dist is not None else "unknown distribution"
-            origin = f"entry point '{ep.name}' of {dist}"
-            try:
-                plugin = ep.load()
-            except Exception as exc:
-                raise PluginError(
-                    f"Plugin '{ep.name}' ({origin}) failed to import: "
-                    f"{type(exc).__name__}: {exc}. Fix or uninstall {dist}, or set "
-                    "RNNZOO_DISABLE_PLUGIN_AUTOLOAD=1 to skip installed plugins."
-                ) from exc
-            _register(pm, plugin, ep.name, origin)
-    for spec in dict.fromkeys(extra):
-        _register(pm, _load(spec, "user"), spec, f"user plugin {spec}")
     if _flag("RNNZOO_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
+    for name in DEFAULT_PLUGINS:
+        _register(pm, importlib.import_module(name), name, "built-in")
+    if not _flag("RNNZOO_DISABLE_PLUGIN_AUTOLOAD"):
+        _entry_point_plugins(pm)
+    for spec in dict.fromkeys(extra):
+        _register(pm, _load(spec), spec, "-p option or plugins: list")
     return pm

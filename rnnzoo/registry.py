@@ -48,7 +48,7 @@ class Param:
 
     @property
     def type_name(self) -> str:
-        return _type_name(self.annotation)
+        return type_name(self.annotation)
 
 
 @dataclass(frozen=True)
@@ -124,29 +124,45 @@ class Registry:
     def __init__(self, pm: PluginManager) -> None:
         self.pm = pm
         self._components: dict[str, dict[str, Component]] = {}
+        # each implementation is called on its own to know which plugin registered
+        # what; the trace (RNNZOO_TRACE_PLUGINS=1) shows these calls too
+        trace = pm.trace.root.get("hook")
         for kind, (hook_name, _) in KINDS.items():
             table: dict[str, Component] = {}
             for impl in getattr(pm.hook, hook_name).get_hookimpls():
-                provided = impl.function() or {}
+                try:
+                    provided = impl.function() or {}
+                except Exception as exc:
+                    raise PluginError(
+                        f"Plugin '{impl.plugin_name}' ({self.origin(impl.plugin_name)}) failed "
+                        f"in {hook_name}: {type(exc).__name__}: {exc}. Fix the plugin or leave "
+                        "it out; `rnnzoo --debug ...` shows the traceback."
+                    ) from exc
                 if not isinstance(provided, Mapping):
                     raise PluginError(
                         f"Plugin '{impl.plugin_name}' returned {type(provided).__name__} "
                         f"from {hook_name}; it must return a dict {{name: factory}}."
                     )
+                trace(hook_name, "from", impl.plugin_name, "-->", list(provided))
                 for name, factory in provided.items():
                     if name in table:
+                        first, second = table[name].plugin, impl.plugin_name
                         raise PluginError(
-                            f"Two plugins register the {kind} '{name}': "
-                            f"'{table[name].plugin}' and '{impl.plugin_name}'. Rename one "
-                            "of them, or leave one plugin out."
+                            f"Two plugins register the {kind} '{name}': '{first}' "
+                            f"({self.origin(first)}) and '{second}' ({self.origin(second)}). "
+                            "Rename one of them, or leave one plugin out."
                         )
-                    if not callable(factory):
+                    if not isinstance(name, str) or not callable(factory):
                         raise PluginError(
-                            f"Plugin '{impl.plugin_name}' registered {kind} '{name}' "
-                            f"as {factory!r}, which is not callable."
+                            f"Plugin '{impl.plugin_name}' registered {kind} {name!r} as "
+                            f"{factory!r}; names must be strings and factories callable."
                         )
                     table[name] = Component(kind, name, factory, impl.plugin_name)
             self._components[kind] = dict(sorted(table.items()))
+
+    def origin(self, plugin: str) -> str:
+        """Where the plugin called ``plugin`` came from (built-in, entry point, ...)."""
+        return self.pm.origins.get(plugin, "registered directly")
 
     def names(self, kind: str) -> list[str]:
         return list(self._components[kind])
@@ -172,14 +188,15 @@ class Registry:
 # -- types --------------------------------------------------------------------
 
 
-def _type_name(annotation: Any) -> str:
+def type_name(annotation: Any) -> str:
+    """A short, readable name of a type annotation: ``int``, ``float | None``."""
     if annotation is Any or annotation is _MISSING:
         return "any"
     origin = typing.get_origin(annotation)
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(annotation))
     if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
+        return " | ".join(type_name(a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return "None"
     if origin is not None:
@@ -232,7 +249,7 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
 
 def _type_error(value: Any, annotation: Any, where: str) -> ConfigError:
     return ConfigError(
-        f"'{where}' must be {_type_name(annotation)}, but the config gives "
+        f"'{where}' must be {type_name(annotation)}, but the config gives "
         f"{value!r} ({type(value).__name__}). Change the value in the YAML file or "
         f"the override ({where}=...)."
     )
