@@ -27,9 +27,7 @@ def build_task(cfg: DictConfig, registry: Registry) -> Task:
     args = _section(cfg, "task")
     name = args.pop("name", None)
     if not name:
-        raise ConfigError(
-            "The config names no task: set 'task.name' (see: rnnzoo list tasks)."
-        )
+        raise ConfigError("The config names no task: set 'task.name' (see: rnnzoo list tasks).")
     task = registry.get("task", str(name)).build(args, "task", seed=cfg.trainer.seed)
     if not isinstance(task, Task):
         raise ConfigError(f"Task '{name}' built {type(task).__name__}, not an rnnzoo.Task.")
@@ -58,7 +56,10 @@ def build_controllers(cfg: DictConfig, registry: Registry) -> list[tuple[str, Gr
 
 def build_experiment_model(cfg: DictConfig, task: Task, registry: Registry) -> RNNModel:
     model_cfg = _section(cfg, "model")
-    adapter = task.input_adapter(model_cfg.get("input_dim"))
+    input_dim = model_cfg.get("input_dim")
+    if input_dim is not None and input_dim < 1:
+        raise ConfigError(f"'model.input_dim' must be at least 1 or null, got {input_dim}.")
+    adapter = task.input_adapter(input_dim)
     return build_model(task.spec, **model_cfg, adapter=adapter, registry=registry)
 
 
@@ -67,7 +68,11 @@ def plugin_tags(cfg: DictConfig, registry: Registry) -> list[str]:
     tags = [f"task:{cfg.task.name}", f"cell:{cfg.model.cell}", f"head:{cfg.model.head}"]
     if registry.get("cell", cfg.model.cell).takes("activation"):
         tags.append(f"activation:{cfg.model.activation}")
-    tags += [f"controller:{name}" for name, args in _section(cfg, "controllers").items() if args is not None]
+    tags += [
+        f"controller:{name}"
+        for name, args in _section(cfg, "controllers").items()
+        if args is not None
+    ]
     return tags + list(cfg.tracking.tags)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,6 +28,24 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             if line:
                 rows.append(json.loads(line))
     return rows
+
+
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Drop the rows of ``path`` logged after ``step`` (a resumed run logs them
+    again), and a last line cut short by a crash."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row.get("step", 0) <= step:
+            kept.append(row)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -58,16 +77,13 @@ class Tracker:
     ) -> None:
         self.run_dir = run_dir
         self.metrics_path = run_dir / "metrics.jsonl"
-        if resume_step is not None and self.metrics_path.exists():
-            # drop what was logged after the checkpoint: those steps run again
-            kept = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= resume_step]
-            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        if resume_step is not None:
+            truncate_jsonl(self.metrics_path, resume_step)
         try:
             self._jsonl = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             raise RnnzooError(
-                f"Cannot write '{self.metrics_path}': {exc.strerror}. Choose a writable "
-                "--run-dir."
+                f"Cannot write '{self.metrics_path}': {exc.strerror}. Choose a writable --run-dir."
             ) from exc
         self.wandb_run: Any = None
         mode = os.environ.get("WANDB_MODE", wandb_mode)
@@ -111,6 +127,11 @@ class Tracker:
             stacklevel=3,
         )
         self.wandb_run = None
+        # W&B's service may be gone: tear it down now, or its exit hook prints a traceback
+        with contextlib.suppress(Exception):
+            import wandb
+
+            wandb.teardown()
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         scalars = {k: _clean(v) for k, v in values.items() if isinstance(v, (int, float))}
@@ -142,10 +163,16 @@ class Tracker:
                 self._wandb_failed(exc)
 
     def close(self) -> None:
+        """Finish the W&B run; when no other run is active, also wait until W&B has
+        written it out, so the run folder is complete when training returns."""
         self._jsonl.close()
         if self.wandb_run is not None:
             try:
+                import wandb
+
                 self.wandb_run.finish()
+                if wandb.run is None:
+                    wandb.teardown()
             except Exception as exc:
                 self._wandb_failed(exc)
             self.wandb_run = None

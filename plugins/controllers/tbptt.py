@@ -12,10 +12,13 @@ class TBPTT(GradController):
     """Every ``k1`` steps, backpropagate the losses of those ``k1`` steps through
     the last ``k2`` steps (``k2`` >= ``k1``; default ``k2 = k1``).
 
-    The state entering each window is detached, so memory holds at most ``k2``
-    steps of graph however long the sequence. With ``k2 > k1`` the overlap is
-    recomputed from a detached state stored ``k2`` steps back. For stream tasks the
-    state is also carried, detached, from one batch to the next.
+    Window j holds the losses of steps ``[j k1, (j + 1) k1)`` and backpropagates
+    them through those steps and the ``k2 - k1`` steps before them; the state
+    entering the window is detached. So memory holds at most ``k2`` steps of graph
+    however long the sequence, ``k1 = k2`` is plain chunk-and-detach, and with
+    ``k2 > k1`` the overlap is recomputed from a detached state stored on the way.
+    A last, shorter window keeps the same overlap. For stream tasks the state is
+    also carried, detached, from one batch to the next.
     """
 
     def __init__(self, k1: int = 20, k2: int | None = None) -> None:
@@ -31,14 +34,15 @@ class TBPTT(GradController):
         self.k2 = k2
 
     def plan_windows(self, steps: int) -> list[Window]:
-        windows = []
-        for stop in range(self.k1, steps + self.k1, self.k1):
-            stop = min(stop, steps)
-            loss_start = windows[-1].stop if windows else 0
-            windows.append(Window(start=max(0, stop - self.k2), loss_start=loss_start, stop=stop))
-            if stop == steps:
-                break
-        return windows
+        overlap = self.k2 - self.k1
+        return [
+            Window(
+                start=max(0, loss_start - overlap),
+                loss_start=loss_start,
+                stop=min(loss_start + self.k1, steps),
+            )
+            for loss_start in range(0, steps, self.k1)
+        ]
 
 
 @hookimpl

@@ -12,33 +12,40 @@ from torch import Tensor
 from rnnzoo import Batch, Task, TaskSpec, hookimpl
 from rnnzoo.errors import ConfigError
 
-#: validation data is drawn from this offset of the seed, far from training indices
-VALIDATION_STREAM = 1 << 40
+#: training generators are seeded below this; the validation set above it
+TRAIN_SEEDS = 1 << 62
+VALIDATION_SEED = TRAIN_SEEDS + 1
 
 
 class SyntheticTask(Task):
-    """Shared machinery: batch ``i`` is drawn from a generator seeded by ``(seed, i)``;
-    the validation set is ``val_size`` fixed examples."""
+    """Shared machinery: training batch ``i`` is drawn from a generator seeded by
+    ``(seed, i)``, so it is the same however often and in whatever order it is
+    asked for. The validation set is ``val_size`` examples drawn once from a
+    seed of its own: the same for every training seed and every batch size, so
+    runs are compared on the same data."""
 
     def __init__(self, seed: int, val_size: int) -> None:
         if val_size < 1:
             raise ConfigError(f"'task.val_size' must be at least 1, got {val_size}.")
         self.seed = seed
         self.val_size = val_size
+        self._validation: Batch | None = None
 
     def generate(self, batch_size: int, generator: torch.Generator) -> Batch:
         raise NotImplementedError
 
-    def _generator(self, stream: int) -> torch.Generator:
-        return torch.Generator().manual_seed((self.seed * 1_000_003 + stream) % (1 << 63))
-
     def train_batch(self, index: int, batch_size: int) -> Batch:
-        return self.generate(batch_size, self._generator(index))
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + index) % TRAIN_SEEDS)
+        return self.generate(batch_size, generator)
 
     def val_batches(self, batch_size: int) -> Iterator[Batch]:
-        generator = self._generator(VALIDATION_STREAM)
+        if self._validation is None:
+            generator = torch.Generator().manual_seed(VALIDATION_SEED)
+            self._validation = self.generate(self.val_size, generator)
+        data = self._validation
         for start in range(0, self.val_size, batch_size):
-            yield self.generate(min(batch_size, self.val_size - start), generator)
+            stop = start + batch_size
+            yield Batch(inputs=data.inputs[start:stop], targets=data.targets[start:stop])
 
 
 def _check_length(length: int, minimum: int) -> None:
@@ -101,7 +108,9 @@ class CopyMemoryTask(SyntheticTask):
         _check_length(length, 1)
         self.length = length
         # ids: 0 blank, 1..8 symbols, 9 delimiter
-        self.spec = TaskSpec("tokens", self.symbols + 2, "classes", self.symbols + 1, per_token=True)
+        self.spec = TaskSpec(
+            "tokens", self.symbols + 2, "classes", self.symbols + 1, per_token=True
+        )
 
     def generate(self, batch_size: int, generator: torch.Generator) -> Batch:
         n, total = self.to_copy, self.length + 2 * self.to_copy
@@ -150,7 +159,9 @@ class TemporalOrderTask(SyntheticTask):
 
         def position(low: float, high: float) -> Tensor:
             start = int(low * T)
-            return torch.randint(start, max(int(high * T), start + 1), (batch_size,), generator=generator)
+            return torch.randint(
+                start, max(int(high * T), start + 1), (batch_size,), generator=generator
+            )
 
         first, second = position(0.1, 0.2), position(0.5, 0.6)
         which = torch.randint(0, 2, (batch_size, 2), generator=generator)
@@ -169,4 +180,8 @@ class TemporalOrderTask(SyntheticTask):
 
 @hookimpl
 def rnnzoo_tasks() -> dict[str, Any]:
-    return {"adding": AddingTask, "copy_memory": CopyMemoryTask, "temporal_order": TemporalOrderTask}
+    return {
+        "adding": AddingTask,
+        "copy_memory": CopyMemoryTask,
+        "temporal_order": TemporalOrderTask,
+    }

@@ -1,0 +1,114 @@
+"""Read a W&B offline run back from its own ``run-<id>.wandb`` file.
+
+The file is a LevelDB-style log: a 7-byte header (``:W&B``, a 2-byte magic
+number, a 1-byte version), then 32 KiB blocks counted from the start of the
+file. Each block holds records with a 7-byte header: CRC-32 (little endian) of
+the type byte and the payload, the payload length (2 bytes, little endian) and
+the type (FULL=1, or FIRST=2 / MIDDLE=3 / LAST=4 for a payload split across
+blocks). A block's tail shorter than a record header is zero padding. Each
+reassembled payload is a ``wandb_internal_pb2.Record`` protocol buffer.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wandb.proto import wandb_internal_pb2
+
+HEADER = b":W&B"
+HEADER_SIZE = 7
+BLOCK_SIZE = 32 * 1024
+RECORD_HEADER = struct.Struct("<IHB")
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def payloads(path: Path) -> Iterator[bytes]:
+    """The reassembled record payloads of ``path``, each checked against its CRC."""
+    data = path.read_bytes()
+    if data[:4] != HEADER or len(data) < HEADER_SIZE:
+        raise ValueError(f"{path} does not start with the W&B header")
+    offset, pending = HEADER_SIZE, b""
+    while offset + RECORD_HEADER.size <= len(data):
+        left_in_block = BLOCK_SIZE - offset % BLOCK_SIZE
+        if left_in_block < RECORD_HEADER.size:
+            offset += left_in_block
+            continue
+        crc, length, kind = RECORD_HEADER.unpack_from(data, offset)
+        if crc == 0 and length == 0 and kind == 0:  # padding up to the block end
+            offset += left_in_block
+            continue
+        start = offset + RECORD_HEADER.size
+        chunk = data[start : start + length]
+        if len(chunk) != length or zlib.crc32(bytes([kind]) + chunk) != crc:
+            raise ValueError(f"{path}: corrupt record at byte {offset}")
+        offset = start + length
+        if kind == FULL:
+            yield chunk
+        elif kind == FIRST:
+            pending = chunk
+        elif kind == MIDDLE:
+            pending += chunk
+        elif kind == LAST:
+            yield pending + chunk
+            pending = b""
+        else:
+            raise ValueError(f"{path}: unknown record type {kind} at byte {offset}")
+
+
+def records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
+    for payload in payloads(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        yield record
+
+
+def _key(item: Any) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+@dataclass
+class OfflineRun:
+    """What one offline run file says: run metadata, config, history and summary."""
+
+    run_id: str = ""
+    project: str = ""
+    group: str = ""
+    name: str = ""
+    tags: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    record_types: set[str] = field(default_factory=set)
+
+
+def read_run(path: Path) -> OfflineRun:
+    run = OfflineRun()
+    for record in records(path):
+        kind = record.WhichOneof("record_type")
+        run.record_types.add(str(kind))
+        if kind == "run":
+            r = record.run
+            run.run_id, run.project, run.group = r.run_id, r.project, r.run_group
+            run.name, run.tags = r.display_name, list(r.tags)
+            for item in r.config.update:
+                run.config[_key(item)] = json.loads(item.value_json)
+        elif kind == "config":
+            for item in record.config.update:
+                run.config[_key(item)] = json.loads(item.value_json)
+        elif kind == "history":
+            run.history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            for item in record.summary.update:
+                run.summary[_key(item)] = json.loads(item.value_json)
+    return run
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The offline run files W&B wrote under ``run_dir/wandb``, oldest first."""
+    return sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
