@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from rnnzoo.adapters import input_adapter
@@ -37,6 +38,13 @@ class RNNModel(nn.Module):
         self, batch: Batch, state: list[State] | None = None, return_states: bool = False
     ) -> ModelOutput:
         x = self.adapter(batch)
+        if state is not None and batch.reset is not None:
+            fresh = self.recurrence.initial_state(batch.batch_size, x.device, x.dtype)
+            reset = batch.reset.to(x.device)[:, None]
+            state = [
+                tuple(torch.where(reset, f, s) for f, s in zip(fs, ss, strict=True))
+                for fs, ss in zip(fresh, state, strict=True)
+            ]
         rec = self.recurrence(x, batch.lengths, state, return_states)
         return ModelOutput(self.head(rec.outputs, batch), rec.final_state, rec.step_states)
 

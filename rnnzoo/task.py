@@ -40,6 +40,8 @@ class Batch:
     full length). ``ends`` marks the sequences whose last step lies inside this
     batch; it is only ever false for a window cut out by truncated BPTT.
     ``extras`` carries task-specific tensors (for example character ids).
+    ``reset`` (stream tasks) marks the lanes that start afresh here: the model
+    replaces the state carried into them by the initial state.
     """
 
     inputs: Tensor
@@ -47,6 +49,7 @@ class Batch:
     lengths: Tensor | None = None
     ends: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
+    reset: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -76,6 +79,7 @@ class Batch:
             lengths=move(self.lengths),
             ends=move(self.ends),
             extras={k: v.to(device, non_blocking=True) for k, v in self.extras.items()},
+            reset=move(self.reset),
         )
 
     def window(self, start: int, stop: int, per_token: bool) -> Batch:
@@ -95,6 +99,7 @@ class Batch:
             lengths=(full - start).clamp(0, stop - start),
             ends=ends,
             extras={k: v[:, start:stop] for k, v in self.extras.items()},
+            reset=self.reset if start == 0 else None,
         )
 
 
