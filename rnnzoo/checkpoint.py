@@ -53,22 +53,32 @@ def save(run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
         ) from exc
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
+    for stale in path.parent.glob(".ckpt-*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
     return path
 
 
 def load(path: Path) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``: tensors and plain containers
     only, so a checkpoint cannot run code."""
+    if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise CheckpointError(
+            f"Checkpoint '{path}' is corrupt or truncated (not the zip archive torch.save "
+            "writes). Delete it to resume from the previous checkpoint in the same folder."
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise CheckpointError(f"Checkpoint '{path}' does not exist.") from exc
     except pickle.UnpicklingError as exc:
+        # torch's message advises weights_only=False; keep only the sentence that says why
+        lines = [s.strip() for s in str(exc).splitlines()]
+        reason = next((s for s in lines if "GLOBAL" in s or "Unsupported" in s), "no detail")
+        reason = reason.split("WeightsUnpickler error: ")[-1].split(". ")[0].rstrip(".")
         raise CheckpointError(
             f"Checkpoint '{path}' was refused: it holds objects other than tensors and "
-            f"plain containers ({str(exc).splitlines()[0]}). rnnzoo loads checkpoints with "
-            "weights_only=True so that a file cannot run code; only load checkpoints "
-            "rnnzoo wrote."
+            f"plain containers ({reason}). rnnzoo loads checkpoints with weights_only=True "
+            "so that a file cannot run code; only load checkpoints rnnzoo wrote."
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
         raise CheckpointError(

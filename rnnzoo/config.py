@@ -307,8 +307,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Experiment file '{path}' is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"Experiment file '{path}' is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+            f"at offset {exc.start}). Save it as UTF-8."
+        ) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"Experiment file '{path}' is not valid YAML: {problem}{where}. Fix the syntax "
+            "there: 'key: value' lines, indented sections, closed brackets and quotes."
+        ) from exc
     if not isinstance(data, dict):
         raise ConfigError(
             f"Experiment file '{path}' must hold a mapping of sections (task:, "
@@ -329,6 +340,20 @@ def _beside(spec: Any, folder: Path) -> Any:
     return spec
 
 
+def _unparsable(dotlist: list[str]) -> ConfigError:
+    """The first override that does not parse, and why."""
+    for item in dotlist:
+        try:
+            OmegaConf.from_dotlist([item])
+        except (OmegaConfBaseException, yaml.YAMLError) as exc:
+            detail = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            return ConfigError(
+                f"Cannot parse the override '{item}': {detail}. Values are read as YAML "
+                "scalars; quote one that holds brackets, colons or '!', e.g. key='\"[x\"'."
+            )
+    return ConfigError(f"Cannot parse the overrides {' '.join(dotlist)}.")
+
+
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """The experiment config: defaults, then the YAML file, then the overrides.
 
@@ -344,8 +369,8 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     if dotlist:
         try:
             layers.append(("the overrides", OmegaConf.from_dotlist(dotlist)))
-        except OmegaConfBaseException as exc:
-            raise ConfigError(f"Cannot parse the overrides {' '.join(dotlist)}: {exc}") from exc
+        except (OmegaConfBaseException, yaml.YAMLError) as exc:
+            raise _unparsable(dotlist) from exc
     cfg = _SCHEMA
     for source, layer in layers:
         _check_shapes(layer, _SCHEMA, "", source)
@@ -355,6 +380,16 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             raise _friendly(exc, source) from exc
         assert isinstance(merged, DictConfig)
         cfg = merged
+    try:  # every ${...} resolves now, not in the middle of a run
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        detail = str(getattr(exc, "msg", exc)).splitlines()[0]
+        raise ConfigError(
+            f"Config key '{getattr(exc, 'full_key', '')}' cannot be resolved: {detail}. "
+            "Interpolations may name other keys (${model.hidden_size}) and omegaconf's "
+            "built-in resolvers (oc.env, oc.select, ...); set what it refers to, or write "
+            "the value itself."
+        ) from exc
     _check_choices(cfg)
     return cfg
 
