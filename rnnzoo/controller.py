@@ -58,4 +58,6 @@ def global_norm(grads: Sequence[Tensor]) -> float:
     """The L2 norm of all ``grads`` taken together."""
     if not grads:
         return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    return float(
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    )

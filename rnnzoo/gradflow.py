@@ -12,6 +12,9 @@ computes, by autograd on the per-step states:
 * the mean activation derivative g'(z), and the fraction of units whose
   derivative is zero (dead ReLUs, saturated hardtanh);
 * the largest singular value of each recurrent weight matrix.
+
+Norms are taken over the whole probe batch and all units (the Frobenius norm of
+the ``[batch, hidden]`` gradient of the mean loss).
 """
 
 from __future__ import annotations
@@ -24,15 +27,21 @@ import torch
 from torch import Tensor
 
 from rnnzoo.activation import Activation
+from rnnzoo.errors import ConfigError
 from rnnzoo.head import summed_loss
 from rnnzoo.model import RNNModel
+from rnnzoo.recurrence import reverse_padded
 from rnnzoo.task import Batch
 
 
 @dataclass
 class GradflowResult:
-    """One probe. ``per_step[k]`` is ``||dL/dh_t||`` over t and ``last_loss[k]`` is
-    ``||dL_T/dh_t||`` over t, for each ``k = "layer{l}/dir{d}"``."""
+    """One probe, per ``key = "layer{l}/dir{d}"``.
+
+    ``per_step[key]`` is ``||dL/dh_t||`` over time steps t (for the backward
+    direction too, in time order); ``last_loss[key]`` is ``||dL_T/dh_t||`` for
+    ``t = 0 .. T`` with ``T = loss_step``, forward directions only.
+    """
 
     scalars: dict[str, float]
     per_step: dict[str, list[float]] = field(default_factory=dict)
@@ -43,9 +52,9 @@ class GradflowResult:
 def reach(curve: list[float], factor: float) -> float:
     """Distance back from the loss step at which ``curve`` (indexed by time, loss
     step last) first drops ``factor`` times below its value at the loss step; the
-    full length if it never does."""
+    curve's length if it never does (the gradient reaches everything measured)."""
     values = curve[::-1]
-    if not values or values[0] <= 0:
+    if not values or not values[0] > 0:
         return 0.0
     for distance, v in enumerate(values):
         if v <= values[0] / factor:
@@ -55,7 +64,8 @@ def reach(curve: list[float], factor: float) -> float:
 
 def decay(curve: list[float]) -> float:
     """Least-squares slope of ``ln ||dL_T/dh_{T-d}||`` per step of distance d
-    (0: the gradient keeps its size; -0.1: it shrinks by e^-0.1 per step)."""
+    (0: the gradient keeps its size; -0.1: it shrinks by e^-0.1 per step).
+    Zero and non-finite values are left out."""
     points = [(d, math.log(v)) for d, v in enumerate(curve[::-1]) if v > 0 and math.isfinite(v)]
     if len(points) < 2:
         return 0.0
@@ -66,102 +76,138 @@ def decay(curve: list[float]) -> float:
     return sum((d - mean_d) * (y - mean_y) for d, y in points) / var
 
 
-def _norms(grads: list[Tensor | None]) -> list[float]:
-    return [0.0 if g is None else float(torch.linalg.vector_norm(g.float())) for g in grads]
-
-
-def _activations(model: RNNModel) -> list[Activation]:
-    return [m for m in model.recurrence.modules() if isinstance(m, Activation)]
-
-
 def sigma_max(model: RNNModel) -> dict[str, float]:
-    """Largest singular value of each cell's recurrent weight matrices."""
-    out = {}
+    """Largest singular value of each cell's recurrent weight matrices, keyed
+    ``layer{l}/dir{d}/{name}`` (a gated cell's stacked gate matrix counts as one)."""
+    keys, weights = [], []
     for index, cell in enumerate(model.cells()):
         layer, direction = divmod(index, model.recurrence.directions)
         for name, w in cell.recurrent_weights().items():
-            value = float(torch.linalg.matrix_norm(w.detach().float(), ord=2))
-            out[f"layer{layer}/dir{direction}/{name}"] = value
-    return out
+            keys.append(f"layer{layer}/dir{direction}/{name}")
+            weights.append(torch.linalg.matrix_norm(w.detach().float(), ord=2))
+    return dict(zip(keys, torch.stack(weights).tolist(), strict=True)) if weights else {}
+
+
+def _loss_step(batch: Batch, loss_step: int, per_token: bool) -> int:
+    """The time index of the loss whose gradient is followed back."""
+    steps = batch.steps
+    if not per_token:
+        return steps - 1  # one loss per sequence, at its end
+    t = loss_step if loss_step >= 0 else steps + loss_step
+    if not 0 <= t < steps:
+        raise ConfigError(
+            f"'gradflow.loss_step' is {loss_step}, but the probe batch has {steps} steps. "
+            f"Choose a step in [-{steps}, {steps - 1}] (-1: the last step)."
+        )
+    if batch.lengths is not None:
+        t = min(t, int(batch.lengths.min()) - 1)
+    return max(t, 0)
+
+
+def _step_norms(
+    grads: tuple[Tensor | None, ...], like: list[Tensor], backward: bool, batch: Batch
+) -> Tensor:
+    """``||grad_t||`` over the batch and units, for each step, in time order."""
+    stacked = torch.stack(
+        [torch.zeros_like(h) if g is None else g for g, h in zip(grads, like, strict=True)], 1
+    )
+    if backward:  # processing order -> time order, within each sequence's length
+        stacked = reverse_padded(stacked, batch.lengths)
+    return torch.linalg.vector_norm(stacked.double(), dim=(0, 2))  # float32 squares underflow
+
+
+def _activation_stats(records: list[tuple[Activation, list[Tensor]]]) -> dict[str, float]:
+    """Mean g'(z) over every recorded pre-activation; the fraction with g'(z) = 0
+    when an activation can die."""
+    sums, zeros, units = [], [], 0
+    can_die = False
+    for act, zs in records:
+        if not zs:
+            continue
+        d = act.derivative(torch.cat([z.reshape(-1) for z in zs]).float())
+        sums.append(d.sum())
+        zeros.append((d == 0).sum().float())
+        units += d.numel()
+        can_die = can_die or type(act).can_die
+    if not units:
+        return {}
+    total, zero = torch.stack([torch.stack(sums).sum(), torch.stack(zeros).sum()]).tolist()
+    stats = {"gradflow/act_deriv_mean": total / units}
+    if can_die:
+        stats["gradflow/act_zero_frac"] = zero / units
+    return stats
 
 
 def probe(model: RNNModel, batch: Batch, loss_step: int = -1) -> GradflowResult:
-    """Measure the gradient flow of ``model`` on ``batch`` (nothing is accumulated
-    into the parameters' ``.grad``)."""
+    """Measure the gradient flow of ``model`` on ``batch`` (in eval mode, through
+    the reference step loop; nothing is accumulated into the parameters' ``.grad``).
+
+    ``loss_step`` picks the loss followed back in time for per-token heads (-1:
+    the last step, capped at the shortest sequence); a sequence head's loss is at
+    the end of the sequence.
+    """
+    per_token = model.head.spec.per_token
+    t_loss = _loss_step(batch, loss_step, per_token)
     was_training = model.training
     model.eval()
-    activations = _activations(model)
+    activations = [m for m in model.recurrence.modules() if isinstance(m, Activation)]
     for act in activations:
         act.recorded = []
     try:
         with torch.enable_grad():
             output = model(batch, return_states=True)
             assert output.step_states is not None
+            states = [h for per_dir in output.step_states for h in per_dir]
             loss_sum, count = model.loss(output.predictions, batch)
             loss = loss_sum / count.clamp(min=1)
-            steps = batch.steps
-            t_loss = loss_step if loss_step >= 0 else steps + loss_step
-            if batch.lengths is not None:
-                t_loss = min(t_loss, int(batch.lengths.min()) - 1)
-            if model.head.spec.per_token:
+            total = torch.autograd.grad(loss, states, retain_graph=per_token, allow_unused=True)
+            if per_token:
                 keep = batch.mask()[:, t_loss]
                 last_sum, last_count = summed_loss(
                     output.predictions[:, t_loss], batch.targets[:, t_loss], keep, model.head.spec
                 )
-                last_loss = last_sum / last_count.clamp(min=1)
-            else:
-                last_loss = loss
-            states = [h for per_dir in output.step_states for h in per_dir]
-            total = torch.autograd.grad(loss, states, retain_graph=True, allow_unused=True)
-            at_t = torch.autograd.grad(last_loss, states, allow_unused=True)
+                at_t = torch.autograd.grad(
+                    last_sum / last_count.clamp(min=1), states, allow_unused=True
+                )
+            else:  # the only loss is at the end: dL/dh_t is dL_T/dh_t
+                at_t = total
     finally:
         records = [(act, act.recorded or []) for act in activations]
         for act in activations:
             act.recorded = None
         model.train(was_training)
 
-    result = GradflowResult(scalars={}, loss_step=t_loss)
     directions = model.recurrence.directions
-    offset = 0
-    reaches10, reaches1000, decays = [], [], []
+    keys, rows, offset = [], [], 0
     for index, per_dir in enumerate(output.step_states):
-        layer, direction = divmod(index, directions)
-        key = f"layer{layer}/dir{direction}"
+        direction = index % directions
         n = len(per_dir)
-        result.per_step[key] = _norms(list(total[offset : offset + n]))
-        curve = _norms(list(at_t[offset : offset + n]))[: t_loss + 1]
-        offset += n
-        result.last_loss[key] = curve
+        keys.append(f"layer{index // directions}/dir{direction}")
+        rows.append(_step_norms(total[offset : offset + n], per_dir, direction == 1, batch))
         if direction == 0:
-            r10, r1000, dec = reach(curve, 10), reach(curve, 1000), decay(curve)
-            result.scalars.update(
-                {f"gradflow/reach10/{key}": r10, f"gradflow/reach1000/{key}": r1000,
-                 f"gradflow/decay/{key}": dec}
+            same = at_t is total
+            rows.append(
+                rows[-1] if same else _step_norms(at_t[offset : offset + n], per_dir, False, batch)
             )
-            reaches10.append(r10)
-            reaches1000.append(r1000)
-            decays.append(dec)
-    # the first layer is the one whose gradient has to travel furthest
-    result.scalars["gradflow/reach10"] = reaches10[0]
-    result.scalars["gradflow/reach1000"] = reaches1000[0]
-    result.scalars["gradflow/decay"] = decays[0]
+        offset += n
+    values = iter(torch.stack(rows).tolist())  # one device sync for every curve
+
+    result = GradflowResult(scalars={}, loss_step=t_loss)
+    for key in keys:
+        result.per_step[key] = next(values)
+        if key.endswith("/dir0"):
+            curve = next(values)[: t_loss + 1]
+            result.last_loss[key] = curve
+            result.scalars[f"gradflow/reach10/{key}"] = reach(curve, 10)
+            result.scalars[f"gradflow/reach1000/{key}"] = reach(curve, 1000)
+            result.scalars[f"gradflow/decay/{key}"] = decay(curve)
+    # the headline numbers: the first layer, whose gradient travels furthest
+    for name in ("reach10", "reach1000", "decay"):
+        result.scalars[f"gradflow/{name}"] = result.scalars[f"gradflow/{name}/layer0/dir0"]
     first = result.per_step["layer0/dir0"]
     result.scalars["gradflow/grad_h_first"] = first[0]
     result.scalars["gradflow/grad_h_last"] = first[-1]
-
-    derivs, zeros, total_units = 0.0, 0.0, 0
-    can_die = False
-    for act, zs in records:
-        for z in zs:
-            d = act.derivative(z.float())
-            derivs += float(d.sum())
-            zeros += float((d == 0).sum())
-            total_units += d.numel()
-        can_die = can_die or (type(act).can_die and bool(zs))
-    if total_units:
-        result.scalars["gradflow/act_deriv_mean"] = derivs / total_units
-        if can_die:
-            result.scalars["gradflow/act_zero_frac"] = zeros / total_units
+    result.scalars.update(_activation_stats(records))
     sigmas = sigma_max(model)
     if sigmas:
         result.scalars["gradflow/sigma_max"] = max(sigmas.values())
@@ -170,20 +216,42 @@ def probe(model: RNNModel, batch: Batch, loss_step: int = -1) -> GradflowResult:
 
 
 def parameter_grad_norms(model: torch.nn.Module, prefix: str) -> dict[str, float]:
-    """``{prefix/<parameter name>: ||grad||}`` for every parameter with a gradient."""
-    return {
-        f"{prefix}/{name}": float(torch.linalg.vector_norm(p.grad.float()))
-        for name, p in model.named_parameters()
-        if p.grad is not None
-    }
+    """``{prefix/<parameter name>: ||grad||}`` for every parameter with a gradient,
+    and ``prefix/nonfinite``: how many gradient entries are NaN or Inf."""
+    named = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
+    if not named:
+        return {}
+    norms = [torch.linalg.vector_norm(g.detach().float()) for _, g in named]
+    bad = sum((~torch.isfinite(g.detach())).sum() for _, g in named)
+    values = torch.stack(
+        [*norms, torch.as_tensor(bad, dtype=torch.float32, device=norms[0].device)]
+    )
+    *norm_values, nonfinite = values.tolist()  # one device sync
+    out = {f"{prefix}/{name}": v for (name, _), v in zip(named, norm_values, strict=True)}
+    out[f"{prefix}/nonfinite"] = nonfinite
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no NaN or Inf: write them as strings, as metrics.jsonl does."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
 
 
 def as_record(step: int, result: GradflowResult) -> dict[str, Any]:
-    """The JSON line written to ``gradflow.jsonl`` for one probe."""
-    return {
-        "step": step,
-        "loss_step": result.loss_step,
-        **result.scalars,
-        "grad_h": result.per_step,
-        "grad_h_last_loss": result.last_loss,
-    }
+    """The JSON line written to ``gradflow.jsonl`` for one probe: the scalars,
+    ``grad_h`` (``||dL/dh_t||`` per key) and ``grad_h_last_loss`` (``||dL_T/dh_t||``)."""
+    return _json_safe(
+        {
+            "step": step,
+            "loss_step": result.loss_step,
+            **result.scalars,
+            "grad_h": result.per_step,
+            "grad_h_last_loss": result.last_loss,
+        }
+    )

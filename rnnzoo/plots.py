@@ -1,78 +1,154 @@
-"""PNG figures of the gradient flow (matplotlib, no display needed)."""
+"""PNG figures of the gradient flow (matplotlib's object API, no display needed)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from rnnzoo.gradflow import GradflowResult
 
-from rnnzoo.gradflow import GradflowResult  # noqa: E402
+#: W&B keys of the figures a training run logs
+LINE_KEY, HEATMAP_KEY = "gradflow/grad_h_plot", "gradflow/heatmap"
 
 
-def _floor(values: Sequence[float]) -> np.ndarray:
-    array = np.asarray(values, dtype=float)
+def _floor(values: ArrayLike) -> np.ndarray:
+    """Values ready for a log axis: zeros (and NaN) lifted to just below the
+    smallest positive value."""
+    array = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0, posinf=np.finfo(float).max)
     positive = array[array > 0]
     return np.maximum(array, positive.min() * 1e-3 if positive.size else 1e-30)
 
 
-def gradflow_figures(
-    folder: Path, result: GradflowResult, rows: Sequence[Sequence[float]], steps: Sequence[int]
-) -> dict[str, Path]:
-    """Write the latest ``||dL/dh_t||`` line plot and the heatmap (time step x
-    training step) to ``folder``; return ``{log key: path}``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    line = folder / "grad_h.png"
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key, curve in result.per_step.items():
-        ax.semilogy(_floor(curve), label=key)
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("||dL/dh_t||")
-    ax.set_title(f"gradient reaching each step (probe after step {steps[-1]})")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(line, dpi=100)
-    plt.close(fig)
+def _save(fig: Figure, path: Path, dpi: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
 
-    heat = folder / "heatmap.png"
+
+def line_plot(path: Path, result: GradflowResult, step: int) -> Path:
+    """``log10 ||dL/dh_t||`` over time steps t, one line per layer and direction
+    (log10 values on a linear axis: the same scale as the heatmap, and quicker to
+    draw than a log axis)."""
+    fig = Figure(figsize=(6, 3.5))
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.14, top=0.91)
+    ax = fig.add_subplot()
+    for key, curve in result.per_step.items():
+        ax.plot(np.log10(_floor(curve)), label=key)
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("log10 ||dL/dh_t||")
+    ax.set_title(f"gradient reaching each step (probe at training step {step})")
+    ax.legend(fontsize=7)
+    return _save(fig, path, dpi=80)
+
+
+def heatmap(path: Path, rows: Sequence[Sequence[float]], steps: Sequence[int]) -> Path:
+    """``log10 ||dL/dh_t||`` of the first layer: time step (y) by training step (x)."""
     width = max(len(r) for r in rows)
     grid = np.full((len(rows), width), np.nan)
     for i, r in enumerate(rows):
         grid[i, : len(r)] = np.log10(_floor(r))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    fig.subplots_adjust(left=0.1, right=0.99, bottom=0.14, top=0.91)
+    ax = fig.add_subplot()
+    half = (steps[-1] - steps[0]) / max(len(steps) - 1, 1) / 2 if len(steps) > 1 else 0.5
     image = ax.imshow(
-        grid.T, aspect="auto", origin="lower", cmap="viridis",
-        extent=(steps[0], steps[-1] if len(steps) > 1 else steps[0] + 1, 0, width),
+        grid.T,
+        aspect="auto",
+        origin="lower",
+        cmap="viridis",
+        interpolation="nearest",
+        extent=(steps[0] - half, steps[-1] + half, 0, width),
     )
     fig.colorbar(image, ax=ax, label="log10 ||dL/dh_t||")
     ax.set_xlabel("training step")
     ax.set_ylabel("time step t")
     ax.set_title("gradient flow over training (layer 0)")
-    fig.tight_layout()
-    fig.savefig(heat, dpi=100)
-    plt.close(fig)
-    return {"gradflow/grad_h_plot": line, "gradflow/heatmap": heat}
+    return _save(fig, path, dpi=80)
 
 
-def reach_figure(path: Path, curves: Mapping[str, Sequence[float]], title: str) -> Path:
-    """``||dL_T/dh_t||`` against the distance T - t, log scale, one line per label."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+class GradflowFigures:
+    """A run's gradient-flow figures in ``folder``: the line plot of the latest
+    probe and the heatmap over all probes so far.
+
+    Drawing costs far more than probing, so a probe is drawn only when the time
+    spent drawing, this drawing included (estimated by the previous one, at first
+    by ``first_cost`` seconds), stays within ``share`` of the wall time since this
+    object was made; :meth:`finish` draws the latest probe at the end of training.
+    ``rows`` and ``steps`` are the heatmap's data.
+    """
+
+    def __init__(self, folder: Path, share: float = 0.01, first_cost: float = 0.5) -> None:
+        self.folder = folder
+        self.share = share
+        self.rows: list[list[float]] = []
+        self.steps: list[int] = []
+        self._latest: GradflowResult | None = None
+        self._drawn = True
+        self._spent = 0.0
+        self._cost = first_cost
+        self._start = time.perf_counter()
+
+    def add(self, step: int, result: GradflowResult) -> dict[str, Path]:
+        """Record one probe; redraw when the budget allows. Returns ``{W&B key:
+        path}`` of the figures drawn (empty when skipped)."""
+        self.rows.append(list(result.per_step["layer0/dir0"]))
+        self.steps.append(step)
+        self._latest, self._drawn = result, False
+        budget = self.share * (time.perf_counter() - self._start)
+        if self._spent + self._cost <= budget:
+            return self.draw()
+        return {}
+
+    def finish(self) -> dict[str, Path]:
+        """Draw the latest probe if :meth:`add` skipped it."""
+        return {} if self._drawn else self.draw()
+
+    def draw(self) -> dict[str, Path]:
+        if self._latest is None:
+            return {}
+        started = time.perf_counter()
+        images = {
+            LINE_KEY: line_plot(self.folder / "grad_h.png", self._latest, self.steps[-1]),
+            HEATMAP_KEY: heatmap(self.folder / "heatmap.png", self.rows, self.steps),
+        }
+        self._cost = time.perf_counter() - started
+        self._spent += self._cost
+        self._drawn = True
+        return images
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "steps": self.steps}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rows = [list(r) for r in state.get("rows", [])]
+        self.steps = list(state.get("steps", []))
+
+
+def reach_figure(
+    path: Path, curves: Mapping[str, Sequence[float]], title: str, floor: float = 1e-12
+) -> Path:
+    """``||dL_T/dh_t||`` against the distance T - t, normalised to 1 at the loss
+    step, log scale down to ``floor``, one line per label (a line ends where its
+    gradient is exactly zero); dashed and dotted lines mark the 10x and 1000x drops
+    that define reach10 and reach1000."""
+    fig = Figure(figsize=(7, 4.5))
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.11, top=0.9)
+    ax = fig.add_subplot()
     for label, curve in curves.items():
         values = np.asarray(curve, dtype=float)[::-1]
         values = values / values[0] if values.size and values[0] > 0 else values
-        ax.semilogy(np.arange(values.size), _floor(values), label=label)
-    ax.axhline(0.1, color="grey", lw=0.8, ls="--")
-    ax.axhline(0.001, color="grey", lw=0.8, ls=":")
+        ax.semilogy(np.arange(values.size), np.where(values > 0, values, np.nan), label=label)
+    ax.axhline(0.1, color="grey", lw=0.8, ls="--", label="10x below (reach10)")
+    ax.axhline(0.001, color="grey", lw=0.8, ls=":", label="1000x below (reach1000)")
+    ax.set_ylim(floor, 2.0)
     ax.set_xlabel("distance T - t (steps back from the loss)")
     ax.set_ylabel("||dL_T/dh_t|| / ||dL_T/dh_T||")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower left")
+    return _save(fig, path, dpi=90)

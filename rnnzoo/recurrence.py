@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from rnnzoo.cell import Cell, State
 from rnnzoo.errors import DataError, UsageError
+from rnnzoo.fastloop import fast_step_loop
 
 
 @dataclass
@@ -170,7 +171,9 @@ class Recurrence(nn.Module):
                 if self.fused and not return_states:
                     result = cell.forward_sequence(seq, state[index], lengths)
                 if result is None:
-                    out, last, steps = step_loop(cell, seq, state[index], lengths, return_states)
+                    out, last, steps = fast_step_loop(
+                        cell, seq, state[index], lengths, return_states
+                    )
                 else:
                     (out, last), steps = result, []
                 outputs.append(out if d == 0 else reverse_padded(out, lengths))

@@ -63,7 +63,9 @@ class Batch:
         """``[B, T]`` booleans, true at real (not padded) steps."""
         positions = torch.arange(self.steps, device=self.inputs.device)
         if self.lengths is None:
-            return torch.ones(self.batch_size, self.steps, dtype=torch.bool, device=self.inputs.device)
+            return torch.ones(
+                self.batch_size, self.steps, dtype=torch.bool, device=self.inputs.device
+            )
         return positions[None, :] < self.lengths[:, None]
 
     def num_tokens(self) -> int:

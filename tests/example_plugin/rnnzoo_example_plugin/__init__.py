@@ -35,5 +35,3 @@ class MinimalGatedCell(Cell):
 @hookimpl
 def rnnzoo_cells() -> dict[str, type[Cell]]:
     return {"mgu": MinimalGatedCell}
-
-

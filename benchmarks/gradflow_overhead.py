@@ -1,0 +1,130 @@
+"""How much training time the gradient-flow probes cost, in one process.
+
+    python benchmarks/gradflow_overhead.py                  # experiments/adding.yaml
+    python benchmarks/gradflow_overhead.py trainer.steps=500 --repeats 3
+
+The experiment trains ``--repeats`` times with probes at its ``gradflow.every``
+(100 in adding.yaml) and as often with ``gradflow.every=0``, alternating, each run
+in its own folder with W&B offline as configured, so the probes' W&B scalars and
+images are part of the cost. Both variants must end at the same loss, since a
+probe may not change training.
+
+Three numbers, each ``with / without - 1`` (target: <= 5 %):
+
+* ``overhead_wall``: the trainer's own ``time/wall_s`` (the loop, evaluations and
+  the final checkpoint; not W&B start-up), minimum over repeats;
+* ``overhead_cpu``: the process's CPU time over ``fit()``, minimum over repeats,
+  which other work on a shared machine disturbs far less than wall time;
+* ``overhead_accounted``: the CPU time spent inside the probes themselves (probe,
+  JSONL, W&B logging and figures, timed around ``Trainer._gradflow`` and the final
+  figures) against the rest of the same run: the number the two above estimate,
+  without their noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rnnzoo import config
+from rnnzoo.plugins import plugin_manager
+from rnnzoo.registry import Registry
+from rnnzoo.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TimedTrainer(Trainer):
+    """A trainer that adds up the CPU time of its probes."""
+
+    probe_cpu = 0.0
+
+    def _gradflow(self, step: int, grad_norms: dict[str, float]) -> None:
+        started = time.process_time()
+        super()._gradflow(step, grad_norms)
+        self.probe_cpu += time.process_time() - started
+
+    def fit(self) -> dict[str, float]:
+        finish = self.figures.finish
+
+        def timed_finish() -> dict[str, Path]:
+            started = time.process_time()
+            images = finish()
+            self.probe_cpu += time.process_time() - started
+            return images
+
+        self.figures.finish = timed_finish  # type: ignore[method-assign]
+        return super().fit()
+
+
+def train(
+    experiment: Path, overrides: list[str], every: int | None, out: Path
+) -> tuple[dict[str, float], float, float]:
+    """Train once: the summary, the CPU seconds of ``fit()`` and of the probes."""
+    extra = ["trainer.progress=false"] + ([] if every is None else [f"gradflow.every={every}"])
+    cfg = config.load(experiment, [*overrides, *extra])
+    trainer = TimedTrainer(cfg, Registry(plugin_manager()), out)
+    started = time.process_time()
+    summary = trainer.fit()
+    return summary, time.process_time() - started, trainer.probe_cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the experiment")
+    parser.add_argument("--experiment", type=Path, default=ROOT / "experiments" / "adding.yaml")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per variant")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    every = config.load(args.experiment, args.overrides).gradflow.every
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if every <= 0:
+        parser.error("the experiment has gradflow.every=0: there are no probes to measure")
+
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    cpu: dict[str, list[float]] = {"with": [], "without": []}
+    losses: dict[str, set[float]] = {"with": set(), "without": set()}
+    accounted: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            order = ["with", "without"] if repeat % 2 == 0 else ["without", "with"]
+            for variant in order:
+                out = Path(tmp) / f"{variant}-{repeat}"
+                every_now = None if variant == "with" else 0
+                summary, seconds, probe_seconds = train(
+                    args.experiment, args.overrides, every_now, out
+                )
+                times[variant].append(summary["time/wall_s"])
+                cpu[variant].append(seconds)
+                losses[variant].add(summary["train/loss"])
+                if variant == "with":
+                    accounted.append(probe_seconds / (seconds - probe_seconds))
+                    probes = len((out / "gradflow.jsonl").read_text().splitlines())
+    result = {
+        "experiment": args.experiment.name,
+        "gradflow.every": every,
+        "probes_per_run": probes,
+        "steps": int(summary["step"]),
+        "wall_s_with": [round(t, 2) for t in times["with"]],
+        "wall_s_without": [round(t, 2) for t in times["without"]],
+        "cpu_s_with": [round(t, 2) for t in cpu["with"]],
+        "cpu_s_without": [round(t, 2) for t in cpu["without"]],
+        "overhead_wall": round(min(times["with"]) / min(times["without"]) - 1, 4),
+        "overhead_cpu": round(min(cpu["with"]) / min(cpu["without"]) - 1, 4),
+        "overhead_accounted": [round(a, 4) for a in accounted],
+        "same_training": losses["with"] == losses["without"] and len(losses["with"]) == 1,
+        "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

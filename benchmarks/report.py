@@ -1,0 +1,114 @@
+"""Benchmark results as markdown tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TARGETS = {
+    "cells": "rnnzoo / torch.nn >= 1.0 (fused kernels of the built-in cells)",
+    "plugin": "a plugin cell through the generic step loop >= 0.7 x torch.nn",
+    "train": "rnnzoo train >= 0.95 x the hand-written loop; probes <= 5 % overhead",
+    "tbptt": "TBPTT k=100: peak memory at T=10,000 <= 1.2 x at T=1,000",
+    "gradflow": "gradient-flow probes <= 5 % overhead at the default interval",
+}
+
+
+def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "(no rows)\n"
+    columns = columns or list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _by_contender(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per size and contender of the plugin-cell section."""
+    out = []
+    for row in rows:
+        size = f"{row['device']} B={row['batch']} T={row['steps']} H={row['hidden']}"
+        for name in [k[: -len(" tok/s")] for k in row if k.endswith(" tok/s")]:
+            out.append(
+                {
+                    "size": size,
+                    "contender": name,
+                    "tok/s": row[f"{name} tok/s"],
+                    "x torch.nn": row.get(f"{name} / torch.nn"),
+                    "peak MiB": row.get(f"{name} peak MiB"),
+                    "first call s": row.get(f"{name} first call s"),
+                }
+            )
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    parts = [
+        f"# rnnzoo benchmarks ({results['profile']})\n",
+        f"{m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, torch "
+        f"{m['torch']}, Python {m['python']}; load average {m['load_average_1min']} at the "
+        f"start, {results.get('load_average_1min_end')} at the end"
+        + (f"; GPU {m['cuda_device']}" if "cuda_device" in m else "")
+        + ". Forward + backward, tokens/s are medians over interleaved rounds, ratios "
+        "medians of per-round ratios.\n",
+    ]
+    if "note" in results:
+        parts.append(f"{results['note']}\n")
+    if "cells" in results:
+        columns = [
+            "device",
+            "cell",
+            "batch",
+            "steps",
+            "hidden",
+            "rnnzoo tok/s",
+            "torch.nn tok/s",
+            "hand loop tok/s",
+            "rnnzoo / torch.nn",
+            "rnnzoo / hand loop",
+            "rnnzoo peak MiB",
+            "torch.nn peak MiB",
+            "hand loop peak MiB",
+        ]
+        parts += [
+            "## Built-in cells",
+            f"Target: {TARGETS['cells']}.\n",
+            table(results["cells"], columns),
+        ]
+    if "plugin" in results:
+        parts += [
+            "## Plugin cell (LSTM maths) through the generic step loop",
+            f"Target: {TARGETS['plugin']}.\n",
+            table(_by_contender(results["plugin"])),
+        ]
+    if "train" in results:
+        parts += ["## Training loop", f"Target: {TARGETS['train']}.\n", table([results["train"]])]
+    if "tbptt" in results:
+        parts += [
+            "## Truncated BPTT memory",
+            f"Target: {TARGETS['tbptt']}.\n",
+            table(results["tbptt"]),
+        ]
+    if "gradflow" in results:
+        parts += [
+            "## Gradient-flow probes (benchmarks/gradflow_overhead.py)",
+            f"Target: {TARGETS['gradflow']}.\n",
+            table([results["gradflow"]]),
+        ]
+    parts.append(
+        "Seconds per section: "
+        + ", ".join(f"{k} {v:g}" for k, v in results.get("seconds", {}).items())
+        + "\n"
+    )
+    return "\n".join(parts)

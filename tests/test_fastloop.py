@@ -1,0 +1,77 @@
+"""fast_step_loop against the reference step loop: outputs, states and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from rnnzoo_example_plugin import MinimalGatedCell
+
+from rnnzoo.cell import Cell
+from rnnzoo.fastloop import fast_step_loop
+from rnnzoo.recurrence import step_loop
+from rnnzoo_plugins.activations import ReLU, Tanh
+from rnnzoo_plugins.cells.elman import ElmanCell
+from rnnzoo_plugins.cells.gru import GRUCell
+from rnnzoo_plugins.cells.lstm import LSTMCell
+
+TOL = {"atol": 1e-5, "rtol": 1e-5}
+
+CELLS = {
+    "lstm": lambda i, h: LSTMCell(i, h, Tanh()),
+    "gru": lambda i, h: GRUCell(i, h, Tanh()),
+    "elman_relu": lambda i, h: ElmanCell(i, h, ReLU()),
+    "mgu": MinimalGatedCell,  # a third-party cell without project_input
+}
+
+
+def run(loop, cell: Cell, x: torch.Tensor, lengths: torch.Tensor | None):
+    """Outputs, final state, recorded states and the gradients of a loss over all."""
+    x = x.clone().requires_grad_(True)
+    state = tuple(
+        (
+            0.1
+            * torch.randn(x.shape[0], cell.hidden_size, generator=torch.Generator().manual_seed(k))
+        ).requires_grad_(True)
+        for k, _ in enumerate(cell.state_layout)
+    )
+    out, final, recorded = loop(cell, x, state, lengths, True)
+    weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+    loss = (out * weights).sum() + sum(f.pow(2).sum() for f in final)
+    loss = loss + sum(h.sin().sum() for h in recorded[::3])
+    inputs = [x, *state, *cell.parameters()]
+    grads = torch.autograd.grad(loss, inputs)
+    return out, final, recorded, grads
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+def test_matches_reference_step_loop(name: str, padded: bool) -> None:
+    torch.manual_seed(0)
+    cell = CELLS[name](5, 8)
+    x = torch.randn(4, 13, 5)
+    lengths = torch.tensor([13, 9, 1, 0]) if padded else None
+    ref = run(step_loop, cell, x, lengths)
+    fast = run(fast_step_loop, cell, x, lengths)
+    torch.testing.assert_close(fast[0], ref[0], **TOL)
+    for got, want in zip(fast[1], ref[1], strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+    assert len(fast[2]) == len(ref[2]) == x.shape[1]
+    for got, want in zip(fast[2], ref[2], strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+    for got, want in zip(fast[3], ref[3], strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+def test_padded_steps_output_zeros_and_keep_the_state() -> None:
+    torch.manual_seed(1)
+    cell = LSTMCell(3, 4, Tanh())
+    x = torch.randn(2, 6, 3)
+    state = cell.initial_state(2, x.device)
+    out, final, _ = fast_step_loop(cell, x, state, torch.tensor([6, 2]), False)
+    assert torch.count_nonzero(out[1, 2:]) == 0
+    short, short_final, _ = fast_step_loop(
+        cell, x[1:, :2], cell.initial_state(1, x.device), None, False
+    )
+    torch.testing.assert_close(out[1, :2], short[0], **TOL)
+    for got, want in zip(final, short_final, strict=True):
+        torch.testing.assert_close(got[1], want[0], **TOL)
