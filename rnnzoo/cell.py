@@ -20,7 +20,8 @@ class Cell(nn.Module):
     ``model.activation``.
 
     The state is a tuple of ``[batch, size]`` tensors named by :attr:`state_layout`;
-    its first component is the hidden state ``h_t`` that gradient-flow probes watch.
+    its first component is the hidden state ``h_t`` (what per-step controllers such
+    as ``clip_state`` see); gradient-flow probes follow every component.
 
     Two optional speed-ups, both checked against the step loop by tests:
 

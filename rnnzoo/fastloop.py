@@ -21,7 +21,7 @@ from rnnzoo.cell import Cell, State
 
 def fast_step_loop(
     cell: Cell, x: Tensor, state: State, lengths: Tensor | None, record: bool
-) -> tuple[Tensor, State, list[Tensor]]:
+) -> tuple[Tensor, State, list[State]]:
     """Drop-in for :func:`rnnzoo.recurrence.step_loop`: same arguments, same results.
 
     Padded steps (``t >= lengths[b]``) leave the state unchanged and output zeros.
@@ -34,7 +34,7 @@ def fast_step_loop(
         positions = torch.arange(steps, device=x.device)
         real_steps = (positions[:, None, None] < lengths.to(x.device)[None, :, None]).unbind(0)
     outputs: list[Tensor] = []
-    recorded: list[Tensor] = []
+    recorded: list[State] = []
     for t, x_t in enumerate(inputs):
         output, new_state = cell(x_t, state)
         if t >= real_until:
@@ -45,5 +45,5 @@ def fast_step_loop(
         state = new_state
         outputs.append(output)
         if record:
-            recorded.append(state[0])
+            recorded.append(state)
     return torch.stack(outputs, 1), state, recorded

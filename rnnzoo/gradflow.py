@@ -13,13 +13,17 @@ computes, by autograd on the per-step states:
   derivative is zero (dead ReLUs, saturated hardtanh);
 * the largest singular value of each recurrent weight matrix.
 
-Norms are taken over the whole probe batch and all units (the Frobenius norm of
-the ``[batch, hidden]`` gradient of the mean loss).
+Here ``h_t`` stands for the whole state the cell passes to step t + 1: for an
+LSTM both ``h_t`` and the cell ``c_t``, whose additive path is what carries the
+gradient far. Norms are taken over the whole probe batch, all units and every
+state component (the Frobenius norm of the gradient of the mean loss with respect
+to ``[batch, components x hidden]``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +31,7 @@ import torch
 from torch import Tensor
 
 from rnnzoo.activation import Activation
+from rnnzoo.cell import State
 from rnnzoo.errors import ConfigError
 from rnnzoo.head import summed_loss
 from rnnzoo.model import RNNModel
@@ -105,12 +110,24 @@ def _loss_step(batch: Batch, loss_step: int, per_token: bool) -> int:
 
 
 def _step_norms(
-    grads: tuple[Tensor | None, ...], like: list[Tensor], backward: bool, batch: Batch
+    grads: Sequence[Tensor | None], states: list[State], backward: bool, batch: Batch
 ) -> Tensor:
-    """``||grad_t||`` over the batch and units, for each step, in time order."""
-    stacked = torch.stack(
-        [torch.zeros_like(h) if g is None else g for g, h in zip(grads, like, strict=True)], 1
-    )
+    """``||dL/ds_t||`` over the batch and every state component, for each step, in
+    time order; ``grads`` holds one entry per component of every step's state."""
+    components = iter(grads)
+    per_step = []
+    for state in states:
+        parts = [next(components) for _ in state]
+        per_step.append(
+            torch.cat(
+                [
+                    torch.zeros_like(c) if g is None else g
+                    for g, c in zip(parts, state, strict=True)
+                ],
+                -1,
+            )
+        )
+    stacked = torch.stack(per_step, 1)
     if backward:  # processing order -> time order, within each sequence's length
         stacked = reverse_padded(stacked, batch.lengths)
     return torch.linalg.vector_norm(stacked.double(), dim=(0, 2))  # float32 squares underflow
@@ -157,7 +174,7 @@ def probe(model: RNNModel, batch: Batch, loss_step: int = -1) -> GradflowResult:
         with torch.enable_grad():
             output = model(batch, return_states=True)
             assert output.step_states is not None
-            states = [h for per_dir in output.step_states for h in per_dir]
+            states = [c for per_dir in output.step_states for s in per_dir for c in s]
             loss_sum, count = model.loss(output.predictions, batch)
             loss = loss_sum / count.clamp(min=1)
             total = torch.autograd.grad(loss, states, retain_graph=per_token, allow_unused=True)
@@ -181,7 +198,7 @@ def probe(model: RNNModel, batch: Batch, loss_step: int = -1) -> GradflowResult:
     keys, rows, offset = [], [], 0
     for index, per_dir in enumerate(output.step_states):
         direction = index % directions
-        n = len(per_dir)
+        n = sum(len(state) for state in per_dir)
         keys.append(f"layer{index // directions}/dir{direction}")
         rows.append(_step_norms(total[offset : offset + n], per_dir, direction == 1, batch))
         if direction == 0:

@@ -21,8 +21,8 @@ from rnnzoo.task import Batch, TaskSpec
 class ModelOutput:
     predictions: Tensor
     final_state: list[State]
-    #: per layer and direction, the per-step hidden states (see RecurrenceOutput)
-    step_states: list[list[Tensor]] | None = None
+    #: per layer and direction, the per-step states (see RecurrenceOutput)
+    step_states: list[list[State]] | None = None
 
 
 class RNNModel(nn.Module):

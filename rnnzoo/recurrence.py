@@ -20,14 +20,14 @@ class RecurrenceOutput:
     ``outputs`` is ``[B, T, directions * output_size]`` (forward features first),
     zero at padded steps. ``final_state[layer * directions + d]`` is each sequence's
     state after its last real step. ``step_states`` (only when asked for) holds, per
-    layer and direction, the hidden states ``h_t`` of every step in processing
-    order: graph tensors, so ``autograd.grad(loss, h_t)`` is the total derivative
-    ``dL/dh_t`` through the recurrence.
+    layer and direction, the state of every step in processing order (all its
+    components: ``(h_t, c_t)`` for an LSTM): graph tensors, so ``autograd.grad(loss,
+    h_t)`` is the total derivative ``dL/dh_t`` through the recurrence.
     """
 
     outputs: Tensor
     final_state: list[State]
-    step_states: list[list[Tensor]] | None = None
+    step_states: list[list[State]] | None = None
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -44,7 +44,7 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
 
 def step_loop(
     cell: Cell, x: Tensor, state: State, lengths: Tensor | None, record: bool
-) -> tuple[Tensor, State, list[Tensor]]:
+) -> tuple[Tensor, State, list[State]]:
     """The reference implementation: one call of ``cell.forward`` per time step.
 
     Padded steps (``t >= lengths[b]``) leave the state unchanged and output zeros.
@@ -54,7 +54,7 @@ def step_loop(
     real_until = steps if lengths is None else int(lengths.min())
     mask = None if lengths is None else step_mask(lengths, steps, x.device)
     outputs: list[Tensor] = []
-    recorded: list[Tensor] = []
+    recorded: list[State] = []
     for t in range(steps):
         output, new_state = cell(projected[:, t], state)
         if t >= real_until:
@@ -66,7 +66,7 @@ def step_loop(
         state = new_state
         outputs.append(output)
         if record:
-            recorded.append(state[0])
+            recorded.append(state)
     return torch.stack(outputs, 1), state, recorded
 
 
@@ -157,7 +157,7 @@ class Recurrence(nn.Module):
             # whatever the padding holds (even NaN) must not reach a real step or gradient
             x = x.masked_fill(~step_mask(lengths, x.shape[1], x.device)[..., None], 0.0)
         final: list[State] = []
-        recorded: list[list[Tensor]] = []
+        recorded: list[list[State]] = []
         layer_input = x
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout is not None:

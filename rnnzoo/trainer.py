@@ -318,10 +318,10 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _watch(self, states: list[list[Tensor]] | None) -> None:
+    def _watch(self, states: list[list[State]] | None) -> None:
         if states is None:
             return
-        flat = [h for per_dir in states for h in per_dir]
+        flat = [s[0] for per_dir in states for s in per_dir]  # the hidden states h_t
         for _, controller in self.controllers:
             if controller.needs_step_states:
                 controller.watch_states(flat)

@@ -37,7 +37,7 @@ def run(loop, cell: Cell, x: torch.Tensor, lengths: torch.Tensor | None):
     out, final, recorded = loop(cell, x, state, lengths, True)
     weights = torch.linspace(-1, 1, out.numel()).view_as(out)
     loss = (out * weights).sum() + sum(f.pow(2).sum() for f in final)
-    loss = loss + sum(h.sin().sum() for h in recorded[::3])
+    loss = loss + sum(s.sin().sum() for state in recorded[::3] for s in state)
     inputs = [x, *state, *cell.parameters()]
     grads = torch.autograd.grad(loss, inputs)
     return out, final, recorded, grads
@@ -57,7 +57,9 @@ def test_matches_reference_step_loop(name: str, padded: bool) -> None:
         torch.testing.assert_close(got, want, **TOL)
     assert len(fast[2]) == len(ref[2]) == x.shape[1]
     for got, want in zip(fast[2], ref[2], strict=True):
-        torch.testing.assert_close(got, want, **TOL)
+        assert len(got) == len(want) == len(cell.state_layout)
+        for got_part, want_part in zip(got, want, strict=True):
+            torch.testing.assert_close(got_part, want_part, **TOL)
     for got, want in zip(fast[3], ref[3], strict=True):
         torch.testing.assert_close(got, want, **TOL)
 

@@ -280,9 +280,22 @@ def test_step_states_follow_the_outputs() -> None:
     top_forward, top_backward = result.step_states[2], result.step_states[3]
     for b, n in enumerate(lengths.tolist()):
         for t in range(n):
-            torch.testing.assert_close(top_forward[t][b], result.outputs[b, t, :HIDDEN])
+            torch.testing.assert_close(top_forward[t][0][b], result.outputs[b, t, :HIDDEN])
             # the backward direction's states come in processing order
-            torch.testing.assert_close(top_backward[t][b], result.outputs[b, n - 1 - t, HIDDEN:])
+            torch.testing.assert_close(top_backward[t][0][b], result.outputs[b, n - 1 - t, HIDDEN:])
+
+
+def test_step_states_hold_every_state_component() -> None:
+    """An LSTM's recorded states are (h_t, c_t), the last one its final state."""
+    model = recurrence("lstm", num_layers=1, bidirectional=False)
+    result = model(torch.randn(BATCH, STEPS, INPUT), return_states=True)
+    assert result.step_states is not None
+    states = result.step_states[0]
+    assert all(len(state) == 2 for state in states)
+    for got, final in zip(states[-1], result.final_state[0], strict=True):
+        torch.testing.assert_close(got, final)
+    h, c = states[3]
+    assert not torch.allclose(h, c)
 
 
 def test_step_states_give_the_total_derivative() -> None:
@@ -292,7 +305,7 @@ def test_step_states_give_the_total_derivative() -> None:
     cell = model.cell(0)
     result = model(torch.randn(BATCH, STEPS, INPUT), return_states=True)
     assert result.step_states is not None
-    states = result.step_states[0]
+    states = [h for (h,) in result.step_states[0]]
     weights = torch.randn(BATCH, STEPS, HIDDEN)
     loss = (result.outputs * weights).sum()
     got = torch.autograd.grad(loss, states)
