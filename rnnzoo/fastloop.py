@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from rnnzoo.cell import Cell, State
+from rnnzoo.recurrent_linear import deferred_weight_grads
 
 
 def fast_step_loop(
@@ -35,15 +36,18 @@ def fast_step_loop(
         real_steps = (positions[:, None, None] < lengths.to(x.device)[None, :, None]).unbind(0)
     outputs: list[Tensor] = []
     recorded: list[State] = []
-    for t, x_t in enumerate(inputs):
-        output, new_state = cell(x_t, state)
-        if t >= real_until:
-            real = real_steps[t]
-            masked = tuple(torch.where(real, n, s) for n, s in zip(new_state, state, strict=True))
-            output = output.masked_fill(~real, 0.0)
-            new_state = masked
-        state = new_state
-        outputs.append(output)
-        if record:
-            recorded.append(state)
+    with deferred_weight_grads():
+        for t, x_t in enumerate(inputs):
+            output, new_state = cell(x_t, state)
+            if t >= real_until:
+                real = real_steps[t]
+                masked = tuple(
+                    torch.where(real, n, s) for n, s in zip(new_state, state, strict=True)
+                )
+                output = output.masked_fill(~real, 0.0)
+                new_state = masked
+            state = new_state
+            outputs.append(output)
+            if record:
+                recorded.append(state)
     return torch.stack(outputs, 1), state, recorded
