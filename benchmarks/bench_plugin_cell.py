@@ -36,8 +36,7 @@ from rnnzoo.recurrence import Recurrence, step_loop
 QUADRATIC_FROM = 200
 
 
-@torch.jit.script
-def _scripted_step(x_t: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor):
+def _step(x_t: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor):
     i, f, g, o = (x_t + F.linear(h, w_hh, b_hh)).chunk(4, dim=1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     h = torch.sigmoid(o) * torch.tanh(c)
@@ -51,12 +50,13 @@ class ScriptedStep(nn.Module):
         super().__init__()
         self.cell = cell
         self.hidden_size = cell.hidden_size
+        self.step = torch.jit.script(_step)  # scripted here: only the variants run use it
 
     def project_input(self, x: Tensor) -> Tensor:
         return self.cell.project_input(x)
 
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        h, c = _scripted_step(x_t, state[0], state[1], self.cell.weight_hh, self.cell.bias_hh)
+        h, c = self.step(x_t, state[0], state[1], self.cell.weight_hh, self.cell.bias_hh)
         return h, (h, c)
 
 

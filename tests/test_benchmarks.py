@@ -1,0 +1,146 @@
+"""The benchmark suite stays runnable, and its plugin LSTM stays an LSTM.
+
+Timings are never asserted here (benchmarks/ measures them); these tests run each
+benchmark at toy sizes and check what it reports.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from rnnzoo.plugins import plugin_manager
+from rnnzoo.recurrence import Recurrence
+from rnnzoo.recurrent_linear import BLOCK
+from rnnzoo.registry import Registry
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def benchmark_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark scripts import each other as top-level modules."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+
+def test_plugin_lstm_matches_nn_lstm() -> None:
+    """Outputs, final state and every gradient of the benchmark's plugin LSTM, run
+    through the engine's step loop over more than one block of deferred weight
+    gradients, against nn.LSTM with the same weights."""
+    from plugin_lstm import PluginLSTM
+
+    torch.manual_seed(0)
+    batch, steps, inputs, hidden = 3, BLOCK + 7, 5, 8
+    reference = nn.LSTM(inputs, hidden, batch_first=True)
+    engine = Recurrence(PluginLSTM, inputs, hidden)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(engine.cells[0], name).copy_(getattr(reference, f"{name}_l0"))
+    x = torch.randn(batch, steps, inputs, requires_grad=True)
+    weights = torch.randn(batch, steps, hidden)
+
+    out = engine(x)
+    (out.outputs * weights).sum().backward()
+    expected, (h_n, c_n) = reference(x)
+    grad_x = x.grad.clone()
+    x.grad = None
+    (expected * weights).sum().backward()
+
+    torch.testing.assert_close(out.outputs, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.final_state[0][0], h_n[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.final_state[0][1], c_n[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad_x, x.grad, atol=1e-5, rtol=1e-5)
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        torch.testing.assert_close(
+            getattr(engine.cells[0], name).grad,
+            getattr(reference, f"{name}_l0").grad,
+            atol=1e-5,
+            rtol=1e-5,
+        )
+
+
+def test_cell_and_plugin_benchmarks_report_every_contender() -> None:
+    import bench_cells
+    import bench_plugin_cell
+
+    lines: list[str] = []
+    rows = bench_cells.run(Registry(plugin_manager()), [(8, 20, 64)], 1, 0.0, CPU, lines.append)
+    assert [row["cell"] for row in rows] == ["elman", "lstm", "gru"]
+    for row in rows:
+        for contender in bench_cells.CONTENDERS:
+            assert row[f"{contender} tok/s"] > 0
+            assert row[f"{contender} peak MiB"] >= 0
+        assert row["rnnzoo / torch.nn"] > 0
+    lstm = rows[1]  # 8 x 20 steps x 4 gates x 64 units saved for backward: > 0.1 MiB
+    assert lstm["rnnzoo peak MiB"] >= 0.1 and lstm["torch.nn peak MiB"] >= 0.1
+    plugin = bench_plugin_cell.run(2, 5, 8, 1, 0.0, CPU, False, lines.append)
+    for contender in ("torch.nn", "fast_step_loop", "hand loop", "engine", "step_loop"):
+        assert plugin[f"{contender} / torch.nn"] > 0
+    assert plugin["torch.nn / torch.nn"] == 1.0
+    assert len(lines) == 4  # one progress line per row
+
+
+def test_training_benchmarks_measure_throughput_and_tbptt_memory() -> None:
+    import bench_training
+    import report
+
+    registry = Registry(plugin_manager())
+    train = bench_training.throughput(registry, 2, 8, 4, 10, lambda _: None, "disabled")
+    assert train["chunks"] == 2  # the first chunk warms up and is not compared
+    assert train["trainer tok/s"] > 0 and train["hand-written tok/s"] > 0
+    tbptt = bench_training.tbptt_memory(registry, [200, 800], 64, 8, 20, lambda _: None)
+    truncated_200, truncated_800, full_200 = (row["peak MiB"] for row in tbptt)
+    # truncated at 20 steps, the graph holds one window, however long the sequence
+    assert truncated_200 < full_200 / 2 and truncated_800 < full_200 / 2
+    text = report.markdown(
+        {
+            "profile": "test",
+            "machine": {
+                "cpu": "cpu",
+                "cpu_count": 1,
+                "torch_threads": 1,
+                "torch": torch.__version__,
+                "python": "3",
+                "load_average_1min": 0.0,
+            },
+            "train": train,
+            "tbptt": tbptt,
+        }
+    )
+    assert "## Training loop" in text and "## Truncated BPTT memory" in text
+
+
+def test_probe_overhead_benchmark_runs_and_probes_do_not_change_training(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "gradflow_overhead.py"),
+            "trainer.steps=40",
+            "gradflow.every=20",
+            "model.hidden_size=8",
+            "task.length=10",
+            "tracking.wandb_mode=disabled",
+            "--repeats",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["probes_per_run"] == 2
+    assert result["steps"] == 40
+    assert result["same_training"] is True
+    assert len(result["overhead_accounted"]) == 1
+    assert result["overhead_accounted"][0] > 0
