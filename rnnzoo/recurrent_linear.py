@@ -8,20 +8,25 @@ and bound by memory traffic. Inside the step loop (:func:`deferred_weight_grads`
 :func:`recurrent_linear` sends back only ``dL/dh_{t-1}`` at each step and keeps the
 pair ``(h_{t-1}, g_t)``; the weight and bias gradients are formed from blocks of
 :data:`BLOCK` steps, one large matmul per block, and reach the parameters when the
-backward pass gets past the first step. Outside the loop, or where it cannot help
-(no gradient wanted, autocast, a graph for double backward), it is ``F.linear``.
+backward pass gets past the first step. Outside the loop, in a backward pass that
+does not reach the weights (``autograd.grad`` of the states, as the gradient-flow
+probes take), or while building a graph for double backward, the gradients are
+formed at once, as ``F.linear``'s are. Where a custom autograd function cannot go
+(no gradient wanted, autocast, ``torch.func`` transforms, forward-mode AD,
+``torch.compile``) it is ``F.linear`` itself.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd import forward_ad
 
 #: steps whose pairs are multiplied together in one matmul
 BLOCK = 64
@@ -39,6 +44,31 @@ def _autocast_on(device: torch.device) -> bool:
         return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
 
 
+#: torch.compile traces F.linear; the deferral lives in the eager step loop
+_compiling: Callable[[], bool] = getattr(torch.compiler, "is_compiling", lambda: False)
+
+
+def _plain_linear_wanted(tensors: tuple[Tensor, ...]) -> bool:
+    """Whether only ``F.linear`` will do: nothing to differentiate, autocast, or a
+    ``torch.func`` transform, forward-mode AD or ``torch.compile`` tracing, which
+    custom functions would need extra rules for."""
+    if not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors):
+        return True
+    if _autocast_on(tensors[0].device) or forward_ad._current_level >= 0 or _compiling():
+        return True
+    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+_is_batched = torch._C._functorch.is_batchedtensor
+_is_legacy_batched = getattr(torch._C._functorch, "is_legacy_batchedtensor", lambda _: False)
+_will_run = torch._C._will_engine_execute_node
+
+
+def _batched(grad: Tensor) -> bool:
+    """A batch of gradients (``is_grads_batched``, vmap), which cannot be kept."""
+    return bool(_is_batched(grad) or _is_legacy_batched(grad))
+
+
 def _backward_pass() -> int:
     """The running backward pass (pairs of different passes over one graph never mix)."""
     return int(torch._C._current_graph_task_id())
@@ -54,6 +84,8 @@ class _Pending:
     def add(self, h: Tensor, grad: Tensor) -> None:
         empty: list[Tensor | None] = [None, None] if self.has_bias else [None]
         hs, grads, sums = self.passes.setdefault(_backward_pass(), ([], [], empty))
+        if h.dim() != 2:  # states of any rank: rows of features
+            h, grad = h.reshape(-1, h.shape[-1]), grad.reshape(-1, grad.shape[-1])
         hs.append(h)
         grads.append(grad)
         if len(hs) >= BLOCK:
@@ -104,23 +136,34 @@ class _Parameters(torch.autograd.Function):
 
 
 class _Step(torch.autograd.Function):
-    """``h W^T + b`` for one step; backward returns dL/dh and defers dW, db."""
+    """``h W^T + b`` for one step. With ``pending``, backward returns dL/dh and
+    defers dW, db when it can; without, it forms them at once.
+
+    Both ways save the same tensors, so a step that ``torch.utils.checkpoint``
+    recomputes outside the loop still matches what its backward expects."""
 
     @staticmethod
-    def forward(ctx: Any, pending: _Pending, h: Tensor, *params: Tensor) -> Tensor:
+    def forward(ctx: Any, pending: _Pending | None, h: Tensor, *params: Tensor) -> Tensor:
         ctx.pending = pending
+        ctx.parameters_node = None if pending is None else params[0].grad_fn
         ctx.save_for_backward(h, params[0])
         return F.linear(h, *params)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         h, weight = ctx.saved_tensors
-        grad_h = grad @ weight if ctx.needs_input_grad[1] else None
-        bias = ctx.pending.has_bias
-        if torch.is_grad_enabled():  # building a graph for double backward: no deferring
-            return None, grad_h, grad.t() @ h, *((grad.sum(0),) if bias else ())
-        ctx.pending.add(h.detach(), grad.detach())
-        return None, grad_h, None, *((None,) if bias else ())
+        needs = ctx.needs_input_grad
+        grad_h = grad @ weight if needs[1] else None
+        if ctx.pending is not None and not torch.is_grad_enabled() and not _batched(grad):
+            # (not while building a graph for double backward, nor for a batch of grads)
+            if _will_run(ctx.parameters_node):
+                ctx.pending.add(h.detach(), grad.detach())
+            return (None, grad_h, None, None)[: len(needs)]
+        wanted = needs[2:]
+        rows = grad.reshape(-1, grad.shape[-1])
+        grad_w = rows.t() @ h.reshape(-1, h.shape[-1]) if wanted[0] else None
+        grad_b = rows.sum(0) if len(wanted) > 1 and wanted[1] else None
+        return None, grad_h, grad_w, *((grad_b,) if len(wanted) > 1 else ())
 
 
 def recurrent_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -130,21 +173,18 @@ def recurrent_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None) -> T
     ``weight`` and ``bias`` is accumulated over blocks of steps instead of one
     small matmul per step, which is faster for small batches.
     """
-    scope = _SCOPE.get()
-    if (
-        scope is None
-        or not torch.is_grad_enabled()
-        or _autocast_on(h.device)
-        or not (weight.requires_grad or (bias is not None and bias.requires_grad))
-    ):
+    params = (weight,) if bias is None else (weight, bias)
+    if _plain_linear_wanted((h, *params)):
         return F.linear(h, weight, bias)
+    scope = _SCOPE.get()
+    if scope is None or not weight.requires_grad:
+        return _Step.apply(None, h, *params)
     key = (id(weight), id(bias))
     if key not in scope:
         pending = _Pending(bias is not None)
-        inputs = (weight,) if bias is None else (weight, bias)
-        scope[key] = pending, _Parameters.apply(pending, *inputs)
-    pending, params = scope[key]
-    return _Step.apply(pending, h, *params)
+        scope[key] = pending, _Parameters.apply(pending, *params)
+    pending, deferring = scope[key]
+    return _Step.apply(pending, h, *deferring)
 
 
 @contextlib.contextmanager

@@ -8,9 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd import forward_ad
+from torch.utils.checkpoint import checkpoint
 
 from rnnzoo import recurrent_linear
-from rnnzoo.recurrent_linear import BLOCK, deferred_weight_grads
+from rnnzoo.recurrent_linear import BLOCK, _Pending, deferred_weight_grads
 
 HIDDEN = 5
 STEPS = 2 * BLOCK + 7  # two full blocks of pairs and a remainder
@@ -85,13 +87,150 @@ def test_second_derivatives_match_f_linear() -> None:
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 
-def test_plain_linear_outside_the_loop_or_without_gradients() -> None:
-    w, b, h0, _ = parameters(True)
-    assert recurrent_linear(h0, w, b).grad_fn.name() == F.linear(h0, w, b).grad_fn.name()
+def test_outside_the_loop_or_without_gradients() -> None:
+    """Outside the loop the gradients are formed at once; without a gradient to
+    form, or with frozen weights, the weight gradient is never deferred."""
+    w, b, h0, xs = parameters(True)
+    expected = torch.autograd.grad(unroll(F.linear, w, b, h0, xs), [w, b, h0])
+    loss = unroll(recurrent_linear, w, b, h0, xs)
+    assert loss.grad_fn is not None
+    for got, e in zip(torch.autograd.grad(loss, [w, b, h0]), expected, strict=True):
+        torch.testing.assert_close(got, e, rtol=1e-12, atol=1e-12)
     with deferred_weight_grads(), torch.no_grad():
         torch.testing.assert_close(recurrent_linear(h0, w, b), F.linear(h0, w, b))
     with deferred_weight_grads():
         inside = recurrent_linear(h0, w, b)
-        frozen = recurrent_linear(h0, w.detach(), b.detach())
-    assert inside.grad_fn.name() == "_StepBackward"
-    assert frozen.grad_fn.name() == F.linear(h0, w.detach(), b.detach()).grad_fn.name()
+        frozen = recurrent_linear(h0.detach(), w.detach(), b.detach())
+        frozen_weight = recurrent_linear(h0, w.detach(), b)
+    assert inside.grad_fn.next_functions[2][0].name() == "_ParametersBackward"
+    assert frozen.grad_fn is None
+    assert all(
+        node is None or node.name() != "_ParametersBackward"
+        for node, _ in frozen_weight.grad_fn.next_functions
+    )
+    (grad_b,) = torch.autograd.grad(frozen_weight.sum(), [b])
+    torch.testing.assert_close(grad_b, torch.full_like(b, 3.0))
+
+
+def test_a_pass_that_does_not_reach_the_weights_keeps_no_pairs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """autograd.grad of the states (the gradient-flow probes) must neither keep
+    pairs nor multiply them: nothing would ever collect them."""
+    kept: list[int] = []
+    add = _Pending.add
+
+    def counting_add(self: _Pending, h: Tensor, grad: Tensor) -> None:
+        kept.append(1)
+        add(self, h, grad)
+
+    monkeypatch.setattr(_Pending, "add", counting_add)
+    w, b, h0, xs = parameters(True)
+    expected = torch.autograd.grad(unroll(F.linear, w, b, h0, xs), [w, b, h0])
+    loss = deferred()(w, b, h0, xs)
+    (grad_h0,) = torch.autograd.grad(loss, [h0], retain_graph=True)
+    torch.testing.assert_close(grad_h0, expected[2], rtol=1e-12, atol=1e-12)
+    assert kept == []
+    for got, e in zip(torch.autograd.grad(loss, [w, b]), expected[:2], strict=True):
+        torch.testing.assert_close(got, e, rtol=1e-12, atol=1e-12)
+    assert len(kept) == STEPS
+
+
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non-reentrant", "reentrant"])
+@pytest.mark.parametrize("rows", [HIDDEN, 3 * HIDDEN], ids=["square", "gates"])
+def test_checkpointed_steps_inside_the_loop(reentrant: bool, rows: int) -> None:
+    """A step under torch.utils.checkpoint is recomputed after the loop has ended,
+    outside its scope: what the recomputation saves must still fit the backward."""
+    gen = torch.Generator().manual_seed(1)
+    w = (0.4 * torch.randn(rows, HIDDEN, generator=gen, dtype=torch.float64)).requires_grad_()
+    b = torch.randn(rows, generator=gen, dtype=torch.float64).requires_grad_()
+    back = torch.randn(HIDDEN, rows, generator=gen, dtype=torch.float64)  # gates -> state
+    h0 = torch.randn(3, HIDDEN, generator=gen, dtype=torch.float64).requires_grad_()
+    xs = torch.randn(BLOCK + 5, 3, rows, generator=gen, dtype=torch.float64)
+
+    def step(linear: Linear, h: Tensor, x: Tensor) -> Tensor:
+        return torch.tanh(x + linear(h, w, b)) @ back.t()
+
+    def grads(linear: Linear, checkpointed: bool) -> tuple[Tensor, ...]:
+        with deferred_weight_grads():
+            h, loss = h0, h0.new_zeros(())
+            for x in xs:
+                if checkpointed:
+                    h = checkpoint(step, linear, h, x, use_reentrant=reentrant)
+                else:
+                    h = step(linear, h, x)
+                loss = loss + (h * h).sum()
+        for t in (w, b, h0):
+            t.grad = None
+        loss.backward()  # reentrant checkpoints take no autograd.grad
+        return tuple(t.grad for t in (w, b, h0))  # type: ignore[misc]
+
+    for got, e in zip(grads(recurrent_linear, True), grads(F.linear, False), strict=True):
+        torch.testing.assert_close(got, e, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (), (4,)], ids=["3-d", "1-d", "2-d"])
+def test_states_of_any_rank(shape: tuple[int, ...]) -> None:
+    w, b, _, _ = parameters(True)
+    gen = torch.Generator().manual_seed(2)
+    h0 = torch.randn(*shape, HIDDEN, generator=gen, dtype=torch.float64).requires_grad_()
+    xs = torch.randn(BLOCK + 3, *shape, HIDDEN, generator=gen, dtype=torch.float64)
+    expected = torch.autograd.grad(unroll(F.linear, w, b, h0, xs), [w, b, h0])
+    got = torch.autograd.grad(deferred()(w, b, h0, xs), [w, b, h0])
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+
+
+def test_function_transforms_forward_mode_and_batched_gradients() -> None:
+    """torch.func, forward-mode AD and batched vector-Jacobian products see F.linear."""
+    w, b, h0, xs = parameters(True)
+    xs = xs[:5]
+
+    def loss_of(linear: Linear) -> Callable[[Tensor], Tensor]:
+        return lambda weight: deferred(linear)(weight, b, h0, xs)
+
+    for run in (
+        lambda f: torch.func.grad(f)(w.detach()),
+        lambda f: torch.func.jvp(f, (w.detach(),), (torch.ones_like(w),))[1],
+        lambda f: torch.autograd.functional.jacobian(f, w.detach(), vectorize=True),
+    ):
+        torch.testing.assert_close(run(loss_of(recurrent_linear)), run(loss_of(F.linear)))
+
+    def tangent(linear: Linear) -> Tensor:
+        with forward_ad.dual_level():
+            dual = forward_ad.make_dual(w, torch.ones_like(w))
+            return forward_ad.unpack_dual(deferred(linear)(dual, b, h0, xs)).tangent
+
+    torch.testing.assert_close(tangent(recurrent_linear), tangent(F.linear))
+
+    def batched(linear: Linear) -> Tensor:
+        with deferred_weight_grads():
+            h = h0
+            for x in xs:
+                h = torch.tanh(x + linear(h, w, b))
+        eye = torch.eye(h.numel(), dtype=h.dtype).reshape(-1, *h.shape)
+        return torch.autograd.grad(h, [w], eye, is_grads_batched=True)[0]
+
+    torch.testing.assert_close(batched(recurrent_linear), batched(F.linear))
+
+
+def test_compiled_cell_inside_the_loop() -> None:
+    """torch.compile traces F.linear (the deferral is for the eager loop)."""
+    w, b, h0, xs = parameters(True)
+    xs = xs[:8]
+
+    def step(h: Tensor, x: Tensor) -> Tensor:
+        return torch.tanh(x + recurrent_linear(h, w, b))
+
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+
+    def grads(fn: Callable[[Tensor, Tensor], Tensor]) -> tuple[Tensor, ...]:
+        with deferred_weight_grads():
+            h, loss = h0, h0.new_zeros(())
+            for x in xs:
+                h = fn(h, x)
+                loss = loss + (h * x).sum()
+        return torch.autograd.grad(loss, [w, b, h0])
+
+    for got, e in zip(grads(compiled), grads(step), strict=True):
+        torch.testing.assert_close(got, e, rtol=1e-12, atol=1e-12)
