@@ -44,8 +44,13 @@ def _autocast_on(device: torch.device) -> bool:
         return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
 
 
+def _dynamo_compiling() -> bool:
+    """``torch.compiler.is_compiling`` for torch < 2.3."""
+    return bool(torch._dynamo.is_compiling())
+
+
 #: torch.compile traces F.linear; the deferral lives in the eager step loop
-_compiling: Callable[[], bool] = getattr(torch.compiler, "is_compiling", lambda: False)
+_compiling: Callable[[], bool] = getattr(torch.compiler, "is_compiling", _dynamo_compiling)
 
 
 def _plain_linear_wanted(tensors: tuple[Tensor, ...]) -> bool:
@@ -60,7 +65,17 @@ def _plain_linear_wanted(tensors: tuple[Tensor, ...]) -> bool:
 
 
 _is_batched = torch._C._functorch.is_batchedtensor
-_is_legacy_batched = getattr(torch._C._functorch, "is_legacy_batchedtensor", lambda _: False)
+
+
+def _batched_by_dispatch_keys(tensor: Tensor) -> bool:
+    """``is_legacy_batchedtensor`` for torch versions without it (may also say yes
+    for functorch's batched tensors, which only costs the deferral)."""
+    return "Batched" in str(torch._C._dispatch_keys(tensor)).split("(", 1)[1]
+
+
+_is_legacy_batched: Callable[[Tensor], bool] = getattr(
+    torch._C._functorch, "is_legacy_batchedtensor", _batched_by_dispatch_keys
+)
 _will_run = torch._C._will_engine_execute_node
 
 

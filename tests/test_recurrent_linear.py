@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -181,8 +182,16 @@ def test_states_of_any_rank(shape: tuple[int, ...]) -> None:
         torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
 
 
-def test_function_transforms_forward_mode_and_batched_gradients() -> None:
+MODULE = sys.modules["rnnzoo.recurrent_linear"]
+
+
+@pytest.mark.parametrize("detector", ["torch", "older torch"])
+def test_function_transforms_forward_mode_and_batched_gradients(
+    detector: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """torch.func, forward-mode AD and batched vector-Jacobian products see F.linear."""
+    if detector == "older torch":
+        monkeypatch.setattr(MODULE, "_is_legacy_batched", MODULE._batched_by_dispatch_keys)
     w, b, h0, xs = parameters(True)
     xs = xs[:5]
 
@@ -214,8 +223,12 @@ def test_function_transforms_forward_mode_and_batched_gradients() -> None:
     torch.testing.assert_close(batched(recurrent_linear), batched(F.linear))
 
 
-def test_compiled_cell_inside_the_loop() -> None:
+@pytest.mark.parametrize("detector", ["torch", "older torch"])
+def test_compiled_cell_inside_the_loop(detector: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """torch.compile traces F.linear (the deferral is for the eager loop)."""
+    if detector == "older torch":
+        monkeypatch.setattr(MODULE, "_compiling", MODULE._dynamo_compiling)
+    torch._dynamo.reset()
     w, b, h0, xs = parameters(True)
     xs = xs[:8]
 
