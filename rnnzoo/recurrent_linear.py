@@ -11,9 +11,11 @@ pair ``(h_{t-1}, g_t)``; the weight and bias gradients are formed from blocks of
 backward pass gets past the first step. Outside the loop, in a backward pass that
 does not reach the weights (``autograd.grad`` of the states, as the gradient-flow
 probes take), or while building a graph for double backward, the gradients are
-formed at once, as ``F.linear``'s are. Where a custom autograd function cannot go
-(no gradient wanted, autocast, ``torch.func`` transforms, forward-mode AD,
-``torch.compile``) it is ``F.linear`` itself.
+formed at once, as ``F.linear``'s are. Outside the loop, and where a custom autograd
+function cannot go (no gradient wanted, autocast, ``torch.func`` transforms,
+forward-mode AD, ``torch.compile``), it is ``F.linear`` itself, except under
+``torch.utils.checkpoint``, whose recomputation runs outside the loop and must save
+the same tensors as the loop did.
 """
 
 from __future__ import annotations
@@ -77,6 +79,23 @@ _is_legacy_batched: Callable[[Tensor], bool] = getattr(
     torch._C._functorch, "is_legacy_batchedtensor", _batched_by_dispatch_keys
 )
 _will_run = torch._C._will_engine_execute_node
+
+
+def _saved_tensor_hooks_probe() -> Callable[[], bool]:
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    if top is None:
+        return lambda: True  # cannot tell: assume a checkpoint may recompute the step
+    try:
+        top(True)
+    except TypeError:  # torch versions whose function takes no argument
+        return lambda: top() is not None
+    return lambda: top(True) is not None
+
+
+#: whether saved-tensor hooks are on, as a non-reentrant checkpoint sets them for its
+#: region's forward and for the recomputation in backward, which must save the same
+#: tensors: then the product is never F.linear (whose saved tensors differ)
+_saved_tensor_hooks_on = _saved_tensor_hooks_probe()
 
 
 def _batched(grad: Tensor) -> bool:
@@ -193,6 +212,8 @@ def recurrent_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None) -> T
         return F.linear(h, weight, bias)
     scope = _SCOPE.get()
     if scope is None or not weight.requires_grad:
+        if not _saved_tensor_hooks_on():  # nothing will recompute this product
+            return F.linear(h, weight, bias)
         return _Step.apply(None, h, *params)
     key = (id(weight), id(bias))
     if key not in scope:

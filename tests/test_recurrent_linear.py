@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from rnnzoo import recurrent_linear
 from rnnzoo.recurrent_linear import BLOCK, _Pending, deferred_weight_grads
 
+MODULE = sys.modules["rnnzoo.recurrent_linear"]
 HIDDEN = 5
 STEPS = 2 * BLOCK + 7  # two full blocks of pairs and a remainder
 
@@ -89,9 +90,10 @@ def test_second_derivatives_match_f_linear() -> None:
 
 
 def test_outside_the_loop_or_without_gradients() -> None:
-    """Outside the loop the gradients are formed at once; without a gradient to
-    form, or with frozen weights, the weight gradient is never deferred."""
+    """Outside the loop it is F.linear; without a gradient to form, or with frozen
+    weights, the weight gradient is never deferred."""
     w, b, h0, xs = parameters(True)
+    assert recurrent_linear(h0, w, b).grad_fn.name() == F.linear(h0, w, b).grad_fn.name()
     expected = torch.autograd.grad(unroll(F.linear, w, b, h0, xs), [w, b, h0])
     loss = unroll(recurrent_linear, w, b, h0, xs)
     assert loss.grad_fn is not None
@@ -137,11 +139,17 @@ def test_a_pass_that_does_not_reach_the_weights_keeps_no_pairs(
     assert len(kept) == STEPS
 
 
+@pytest.mark.parametrize("hooks", ["seen", "unknown"])
 @pytest.mark.parametrize("reentrant", [False, True], ids=["non-reentrant", "reentrant"])
 @pytest.mark.parametrize("rows", [HIDDEN, 3 * HIDDEN], ids=["square", "gates"])
-def test_checkpointed_steps_inside_the_loop(reentrant: bool, rows: int) -> None:
+def test_checkpointed_steps_inside_the_loop(
+    reentrant: bool, rows: int, hooks: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A step under torch.utils.checkpoint is recomputed after the loop has ended,
-    outside its scope: what the recomputation saves must still fit the backward."""
+    outside its scope: what the recomputation saves must still fit the backward
+    (also where torch cannot tell whether saved-tensor hooks are on)."""
+    if hooks == "unknown":
+        monkeypatch.setattr(MODULE, "_saved_tensor_hooks_on", lambda: True)
     gen = torch.Generator().manual_seed(1)
     w = (0.4 * torch.randn(rows, HIDDEN, generator=gen, dtype=torch.float64)).requires_grad_()
     b = torch.randn(rows, generator=gen, dtype=torch.float64).requires_grad_()
@@ -180,9 +188,6 @@ def test_states_of_any_rank(shape: tuple[int, ...]) -> None:
     got = torch.autograd.grad(deferred()(w, b, h0, xs), [w, b, h0])
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
-
-
-MODULE = sys.modules["rnnzoo.recurrent_linear"]
 
 
 @pytest.mark.parametrize("detector", ["torch", "older torch"])
