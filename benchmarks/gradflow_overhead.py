@@ -76,7 +76,7 @@ def train(
     return summary, time.process_time() - started, trainer.probe_cpu
 
 
-def paired_overhead(seconds: dict[str, list[float]]) -> float:
+def total_overhead(seconds: dict[str, list[float]]) -> float:
     """``with / without - 1`` over the total time of each variant's runs.
 
     The runs go with-without, without-with, ...: over whole pairs of pairs a
@@ -129,8 +129,8 @@ def main() -> None:
         "wall_s_without": [round(t, 2) for t in times["without"]],
         "cpu_s_with": [round(t, 2) for t in cpu["with"]],
         "cpu_s_without": [round(t, 2) for t in cpu["without"]],
-        "overhead_wall": paired_overhead(times),
-        "overhead_cpu": paired_overhead(cpu),
+        "overhead_wall": total_overhead(times),
+        "overhead_cpu": total_overhead(cpu),
         "overhead_accounted": [round(a, 4) for a in accounted],
         "same_training": losses["with"] == losses["without"] and len(losses["with"]) == 1,
         "threads": torch.get_num_threads(),

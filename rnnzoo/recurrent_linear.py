@@ -8,14 +8,14 @@ and bound by memory traffic. Inside the step loop (:func:`deferred_weight_grads`
 :func:`recurrent_linear` sends back only ``dL/dh_{t-1}`` at each step and keeps the
 pair ``(h_{t-1}, g_t)``; the weight and bias gradients are formed from blocks of
 :data:`BLOCK` steps, one large matmul per block, and reach the parameters when the
-backward pass gets past the first step. Outside the loop, in a backward pass that
-does not reach the weights (``autograd.grad`` of the states, as the gradient-flow
-probes take), or while building a graph for double backward, the gradients are
-formed at once, as ``F.linear``'s are. Outside the loop, and where a custom autograd
-function cannot go (no gradient wanted, autocast, ``torch.func`` transforms,
-forward-mode AD, ``torch.compile``), it is ``F.linear`` itself, except under
-``torch.utils.checkpoint``, whose recomputation runs outside the loop and must save
-the same tensors as the loop did.
+backward pass gets past the first step. A backward pass that does not reach the
+weights (``autograd.grad`` of the states, as the gradient-flow probes take) or builds
+a graph for double backward forms the gradients at once instead.
+
+Outside the loop, and where a custom autograd function cannot go (no gradient
+wanted, autocast, ``torch.func`` transforms, forward-mode AD, ``torch.compile``), it
+is ``F.linear`` itself; the one exception is a step under ``torch.utils.checkpoint``,
+whose recomputation runs outside the loop and must save what the loop saved.
 """
 
 from __future__ import annotations
@@ -66,9 +66,6 @@ def _plain_linear_wanted(tensors: tuple[Tensor, ...]) -> bool:
     return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
-_is_batched = torch._C._functorch.is_batchedtensor
-
-
 def _batched_by_dispatch_keys(tensor: Tensor) -> bool:
     """``is_legacy_batchedtensor`` for torch versions without it (may also say yes
     for functorch's batched tensors, which only costs the deferral)."""
@@ -78,7 +75,11 @@ def _batched_by_dispatch_keys(tensor: Tensor) -> bool:
 _is_legacy_batched: Callable[[Tensor], bool] = getattr(
     torch._C._functorch, "is_legacy_batchedtensor", _batched_by_dispatch_keys
 )
-_will_run = torch._C._will_engine_execute_node
+
+
+def _batched(grad: Tensor) -> bool:
+    """A batch of gradients (``is_grads_batched``, vmap), which cannot be kept."""
+    return bool(torch._C._functorch.is_batchedtensor(grad) or _is_legacy_batched(grad))
 
 
 def _saved_tensor_hooks_probe() -> Callable[[], bool]:
@@ -96,11 +97,6 @@ def _saved_tensor_hooks_probe() -> Callable[[], bool]:
 #: region's forward and for the recomputation in backward, which must save the same
 #: tensors: then the product is never F.linear (whose saved tensors differ)
 _saved_tensor_hooks_on = _saved_tensor_hooks_probe()
-
-
-def _batched(grad: Tensor) -> bool:
-    """A batch of gradients (``is_grads_batched``, vmap), which cannot be kept."""
-    return bool(_is_batched(grad) or _is_legacy_batched(grad))
 
 
 def _backward_pass() -> int:
@@ -179,6 +175,7 @@ class _Step(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, pending: _Pending | None, h: Tensor, *params: Tensor) -> Tensor:
         ctx.pending = pending
+        # kept here: a checkpoint's recomputation saves the bare weight instead
         ctx.parameters_node = None if pending is None else params[0].grad_fn
         ctx.save_for_backward(h, params[0])
         return F.linear(h, *params)
@@ -190,14 +187,13 @@ class _Step(torch.autograd.Function):
         grad_h = grad @ weight if needs[1] else None
         if ctx.pending is not None and not torch.is_grad_enabled() and not _batched(grad):
             # (not while building a graph for double backward, nor for a batch of grads)
-            if _will_run(ctx.parameters_node):
+            if torch._C._will_engine_execute_node(ctx.parameters_node):
                 ctx.pending.add(h.detach(), grad.detach())
             return (None, grad_h, None, None)[: len(needs)]
-        wanted = needs[2:]
         rows = grad.reshape(-1, grad.shape[-1])
-        grad_w = rows.t() @ h.reshape(-1, h.shape[-1]) if wanted[0] else None
-        grad_b = rows.sum(0) if len(wanted) > 1 and wanted[1] else None
-        return None, grad_h, grad_w, *((grad_b,) if len(wanted) > 1 else ())
+        grad_w = rows.t() @ h.reshape(-1, h.shape[-1]) if needs[2] else None
+        grad_b = rows.sum(0) if needs[3:] == (True,) else None
+        return (None, grad_h, grad_w, grad_b)[: len(needs)]
 
 
 def recurrent_linear(h: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
