@@ -27,8 +27,9 @@ from bench_common import mib, peak_memory
 from torch import Tensor, nn
 
 from rnnzoo import config, hookimpl
+from rnnzoo.events import TrainingRun
 from rnnzoo.registry import Registry
-from rnnzoo.trainer import Trainer
+from rnnzoo.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDING = ROOT / "experiments" / "adding.yaml"
@@ -82,11 +83,11 @@ class ChunkClock:
         self.last = 0.0
 
     @hookimpl
-    def rnnzoo_train_start(self, trainer: Trainer) -> None:
+    def rnnzoo_train_start(self, run: TrainingRun) -> None:
         self.last = time.perf_counter()
 
     @hookimpl
-    def rnnzoo_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+    def rnnzoo_step_end(self, run: TrainingRun, step: int, metrics: dict[str, float]) -> None:
         now = time.perf_counter()
         self.elapsed += now - self.last
         if step % CHUNK == 0:

@@ -23,7 +23,7 @@ import torch
 from rnnzoo import config
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
-from rnnzoo.trainer import Trainer
+from rnnzoo.training import Trainer
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 NAMES = ("pos_ewt", "char_shakespeare")

@@ -28,14 +28,24 @@ __all__ = [
     "__version__",
     "build_model",
     "hookimpl",
+    "load_run",
     "recurrent_linear",
+    "train",
 ]
 
 
 def __getattr__(name: str) -> object:
-    # build_model pulls in the plugin manager; import it on first use only
+    # these pull in the plugin manager and the trainer; import them on first use only
     if name == "build_model":
         from rnnzoo.model import build_model
 
         return build_model
+    if name == "train":
+        from rnnzoo.api import train
+
+        return train
+    if name == "load_run":
+        from rnnzoo.training.run import load_run
+
+        return load_run
     raise AttributeError(name)

@@ -23,12 +23,18 @@ def _section(cfg: DictConfig, key: str) -> dict[str, Any]:
     return {str(k): v for k, v in data.items()}
 
 
-def build_task(cfg: DictConfig, registry: Registry) -> Task:
+def _task_args(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """The task's name and its settings (every other key of the ``task`` section)."""
     args = _section(cfg, "task")
     name = args.pop("name", None)
     if not name:
         raise ConfigError("The config names no task: set 'task.name' (see: rnnzoo list tasks).")
-    task = registry.get("task", str(name)).build(args, "task", seed=cfg.trainer.seed)
+    return str(name), args
+
+
+def build_task(cfg: DictConfig, registry: Registry) -> Task:
+    name, args = _task_args(cfg)
+    task = registry.get("task", name).build(args, "task", seed=cfg.trainer.seed)
     if not isinstance(task, Task):
         raise ConfigError(f"Task '{name}' built {type(task).__name__}, not an rnnzoo.Task.")
     return task
@@ -78,11 +84,8 @@ def plugin_tags(cfg: DictConfig, registry: Registry) -> list[str]:
 
 def validate(cfg: DictConfig, registry: Registry) -> None:
     """Check every plugin name and parameter in ``cfg`` without building anything."""
-    task_args = _section(cfg, "task")
-    task_name = task_args.pop("name", None)
-    if not task_name:
-        raise ConfigError("The config names no task: set 'task.name' (see: rnnzoo list tasks).")
-    registry.get("task", str(task_name)).check_args(task_args, "task")
+    task_name, task_args = _task_args(cfg)
+    registry.get("task", task_name).check_args(task_args, "task")
     m = cfg.model
     registry.get("cell", m.cell).check_args(_section(cfg, "model.cell_args"), "model.cell_args")
     registry.get("activation", m.activation).check_args(

@@ -1,14 +1,13 @@
-"""Experiment configuration: structured defaults, YAML files and overrides.
+"""Experiment configuration: the schema's defaults, YAML files and overrides, loaded
+and checked (keys, types, choices and ranges) before anything runs.
 
-The dataclasses below are the schema and the defaults; the comment above each field
-says why it has its default. ``docs/configuration.md`` is the reference built from them.
+The schema and its defaults live in :mod:`rnnzoo.schema`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,154 +17,27 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from rnnzoo.errors import ConfigError, did_you_mean
 from rnnzoo.registry import type_name
+from rnnzoo.schema import (
+    ExperimentConfig,
+    GradflowConfig,
+    ModelConfig,
+    OptimConfig,
+    TrackingConfig,
+    TrainerConfig,
+    check_ranges,
+)
 
-
-def choice(default: str, *others: str) -> Any:
-    """A string field that takes one of a fixed set of values, checked by :func:`load`."""
-    return field(default=default, metadata={"choices": (default, *others)})
-
-
-@dataclass
-class ModelConfig:
-    # the LSTM is the baseline every other cell is compared with
-    cell: str = "lstm"
-    # the cell's own parameters (see `rnnzoo describe CELL`)
-    cell_args: dict[str, Any] = field(default_factory=dict)
-    # used by cells that take an activation (elman); gated cells use it for the
-    # candidate, so the default keeps them equal to their textbook form
-    activation: str = "tanh"
-    # the activation's own parameters, e.g. negative_slope of leaky_relu
-    activation_args: dict[str, Any] = field(default_factory=dict)
-    # state size per layer and direction; 64 learns the synthetic tasks in minutes on a CPU
-    hidden_size: int = 64
-    # one layer keeps the gradient path through time the only deep path
-    num_layers: int = 1
-    # a head that needs both directions makes the model bidirectional anyway
-    bidirectional: bool = False
-    # dropout between stacked layers, as in torch.nn.LSTM
-    dropout: float = 0.0
-    # embedding size for token inputs; for real-valued inputs a linear projection
-    # to this size, or null to feed the raw features to the cell (x_t W_x)
-    input_dim: int | None = None
-    # one prediction per sequence, as the adding problem asks
-    head: str = "sequence"
-    # the head's own parameters (see `rnnzoo describe HEAD`)
-    head_args: dict[str, Any] = field(default_factory=dict)
-    # run built-in cells through the fused torch.nn kernel when nothing needs the
-    # per-step states; false forces the reference step loop everywhere
-    fused: bool = True
-
-
-@dataclass
-class OptimConfig:
-    # Adam needs the least tuning across cells, so comparisons measure the cell
-    name: str = choice("adam", "sgd", "adamw", "rmsprop")
-    # Adam's usual step size; experiments raise it where a task needs it
-    lr: float = 1e-3
-    # off: the synthetic tasks do not overfit, and decay would blur cell comparisons
-    weight_decay: float = 0.0
-    # used by sgd and rmsprop only; 0 is plain SGD
-    momentum: float = 0.0
-    # Adam's published default for the first moment (the running mean)
-    beta1: float = 0.9
-    # Adam's published default for the second moment (the running square)
-    beta2: float = 0.999
-    # linear warmup from 0 over this many steps; 0 starts at the full rate
-    warmup_steps: int = 0
-    # after warmup: keep lr, or decay it to lr * min_lr_ratio at the last step
-    schedule: str = choice("constant", "linear", "cosine")
-    # where linear and cosine decay end, as a fraction of lr
-    min_lr_ratio: float = 0.0
-
-
-@dataclass
-class TrainerConfig:
-    # optimizer steps; enough for an LSTM on the adding problem
-    steps: int = 1000
-    # sequences per batch (per process under torchrun); 64 keeps small models busy
-    batch_size: int = 64
-    # gradients of this many batches are summed before one optimizer step, for
-    # large effective batches in little memory
-    grad_accum: int = 1
-    # seeds the model, the data order and the synthetic data: same seed, same run
-    seed: int = 0
-    # torch.use_deterministic_algorithms: slower, bit-for-bit repeatable on CUDA too
-    deterministic: bool = False
-    # auto picks CUDA when present, else the CPU; or cpu, cuda, cuda:N
-    device: str = "auto"
-    # bf16 autocasts the forward pass on CUDA; fp32 keeps gradient statistics exact
-    precision: str = choice("fp32", "bf16")
-    # steps between logged training metrics; logging every step slows small models
-    log_every: int = 10
-    # steps between evaluations on the validation set
-    eval_every: int = 250
-    # validation batches per evaluation; null = the whole validation set
-    eval_batches: int | None = None
-    # steps between checkpoints (one is always written at the end)
-    checkpoint_every: int = 500
-    # the newest checkpoints kept; older ones are deleted to save disk
-    keep_checkpoints: int = 2
-    # early stopping: stop after `patience` evaluations without improvement of
-    # `metric`; 0 disables it
-    early_stop_patience: int = 0
-    # null = the task's main metric
-    early_stop_metric: str | None = None
-    # what to do when the loss or a gradient is NaN/Inf: skip the step (and stop
-    # after `max_nonfinite` in a row), stop cleanly, or raise at once
-    on_nonfinite: str = choice("skip", "stop", "raise")
-    # non-finite steps in a row that `skip` tolerates: one bad batch is noise, ten
-    # in a row mean the run has diverged
-    max_nonfinite: int = 10
-    # a progress bar on the terminal; switch off in batch jobs
-    progress: bool = True
-
-
-@dataclass
-class GradflowConfig:
-    # probe the gradient flow every N steps (0 disables); each probe runs the
-    # reference step loop on a small batch, so keep N large enough to be cheap
-    every: int = 100
-    # sequences per probe; the statistics are averages, 16 keeps them steady
-    batch_size: int = 16
-    # the loss step whose gradient is followed back in time (-1: the last step)
-    loss_step: int = -1
-
-
-@dataclass
-class TrackingConfig:
-    # W&B project that collects the runs to compare
-    project: str = "rnnzoo"
-    # W&B run name and run-folder prefix; null = TASK-CELL (the folder adds the time)
-    name: str | None = None
-    # W&B group, e.g. one per experiment file, to compare its variants
-    group: str | None = None
-    # extra W&B tags; cell:, activation:, controller:, head: and task: tags are added
-    tags: list[str] = field(default_factory=list)
-    # W&B mode when WANDB_MODE is unset: offline needs no account (`wandb sync` later)
-    wandb_mode: str = choice("offline", "online", "disabled")
-
-
-@dataclass
-class ExperimentConfig:
-    # extra plugin modules or .py files to load (like `-p`); a relative path is
-    # looked up beside the YAML file first
-    plugins: list[str] = field(default_factory=list)
-    # `name` picks the task; every other key is a parameter of that task
-    task: dict[str, Any] = field(default_factory=lambda: {"name": "adding"})
-    # input adapter, recurrence over the cell, head
-    model: ModelConfig = field(default_factory=ModelConfig)
-    # controller name -> its parameters, applied in the order listed
-    controllers: dict[str, Any] = field(default_factory=dict)
-    # optimizer and learning-rate schedule
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    # the training loop: steps, batches, evaluation, checkpoints
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    # the gradient-flow probes
-    gradflow: GradflowConfig = field(default_factory=GradflowConfig)
-    # W&B and the run's name
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    # null = runs/NAME-TIME; `rnnzoo train --run-dir` overrides it
-    run_dir: str | None = None
+__all__ = [
+    "ExperimentConfig",
+    "GradflowConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrackingConfig",
+    "TrainerConfig",
+    "flatten",
+    "load",
+    "to_yaml",
+]
 
 
 def normalize_overrides(args: list[str] | tuple[str, ...]) -> list[str]:
@@ -391,6 +263,9 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             "the value itself."
         ) from exc
     _check_choices(cfg)
+    problems = check_ranges(cfg)
+    if problems:
+        raise ConfigError(" ".join(problems))
     return cfg
 
 

@@ -9,6 +9,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+#: the statistic a clipping controller reports as 1.0 when it changed the gradient;
+#: the trainer averages it into ``clip/rate``
+CLIPPED = "clipped"
+
 
 @dataclass(frozen=True)
 class Window:
@@ -32,7 +36,7 @@ class GradController:
       hidden states ``h_t`` (only called when ``needs_step_states`` is true);
     * after backward, :meth:`after_backward` may rescale the parameters' gradients
       and returns statistics to log (for a clipping controller at least
-      ``norm_preclip`` and ``clipped``, 1.0 when it changed the gradient).
+      ``norm_preclip`` and :data:`CLIPPED`, 1.0 when it changed the gradient).
 
     Controllers compose in the order the config lists them.
     """

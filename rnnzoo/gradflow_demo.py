@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,15 @@ import torch
 from omegaconf import DictConfig
 
 from rnnzoo import config, plots
-from rnnzoo.build import build_experiment_model, build_task
+from rnnzoo.build import build_controllers, build_experiment_model, build_task
 from rnnzoo.errors import UsageError
 from rnnzoo.gradflow import decay, probe, reach
+from rnnzoo.model import RNNModel
 from rnnzoo.registry import Registry
+from rnnzoo.task import Task
+from rnnzoo.training.device import resolve_device
+from rnnzoo.training.optim import make_optimizer
+from rnnzoo.training.step import forward_backward, shape_gradients
 
 #: sequences in the batch each curve is measured on
 PROBE_BATCH = 32
@@ -91,20 +95,34 @@ def curve_for(
     cfg = experiment(
         registry, spec, length=length, hidden_size=hidden_size, seed=seed, task=task, steps=steps
     )
+    torch.manual_seed(seed)
+    task_obj = build_task(cfg, registry)
+    model = build_experiment_model(cfg, task_obj, registry)
+    model.to(resolve_device(cfg.trainer.device))
     if steps > 0:
-        from rnnzoo.trainer import Trainer
-
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(cfg, registry, Path(tmp))
-            trainer.fit()
-            model, task_obj = trainer.model, trainer.task
-    else:
-        torch.manual_seed(seed)
-        task_obj = build_task(cfg, registry)
-        model = build_experiment_model(cfg, task_obj, registry)
+        train_briefly(model, task_obj, cfg, registry, steps)
     batch = next(iter(task_obj.val_batches(PROBE_BATCH)))
     device = next(model.parameters()).device
     return probe(model, batch.to(device)).last_loss["layer0/dir0"]
+
+
+def train_briefly(
+    model: RNNModel, task: Task, cfg: DictConfig, registry: Registry, steps: int
+) -> None:
+    """``steps`` training steps with the experiment's optimizer and controllers,
+    through the trainer's own step functions, with no run folder."""
+    controllers = build_controllers(cfg, registry)
+    optimizer = make_optimizer(model.parameters(), cfg.optim)
+    device = next(model.parameters()).device
+    carried = None
+    model.train()
+    for step in range(steps):
+        batch = task.train_batch(step, cfg.trainer.batch_size).to(device)
+        _, final = forward_backward(model, batch, controllers, carried)
+        carried = final if task.spec.stream else None
+        shape_gradients(model, controllers, {})
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
 
 def geometric_mean(curves: list[list[float]]) -> list[float]:

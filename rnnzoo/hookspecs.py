@@ -27,7 +27,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from rnnzoo.trainer import Trainer
+    from rnnzoo.events import TrainingRun
 
 hookspec = pluggy.HookspecMarker("rnnzoo")
 
@@ -100,35 +100,53 @@ def rnnzoo_tasks() -> dict[str, Callable[..., Any]]:
 
 
 # -- training events ----------------------------------------------------------
+# Each receives the run as a :class:`rnnzoo.events.TrainingRun`: its ``config``,
+# ``model``, ``task``, ``step`` (optimizer steps taken so far), ``run_dir``,
+# ``device``, and ``log(metrics)`` / ``log_images(images)`` to log beside the run's
+# own values. The built-in gradient-flow probes (``rnnzoo_plugins.gradflow_probes``)
+# are a plugin on these hooks.
 
 
 @hookspec
-def rnnzoo_train_start(trainer: Trainer) -> None:
+def rnnzoo_train_start(run: TrainingRun) -> None:
     """Called once before the first training step (also after ``--resume``).
 
-    :param trainer: the running :class:`rnnzoo.trainer.Trainer`; its ``model``,
-        ``task``, ``cfg`` (the experiment config) and ``run_dir`` are set, and
-        ``trainer.step`` is the step training starts from.
+    :param run: the training run; ``run.step`` is the step training starts from
+        (0, or the resumed checkpoint's step). The run folder is written and
+        logging works.
     """
 
 
 @hookspec
-def rnnzoo_after_backward(trainer: Trainer, step: int) -> None:
+def rnnzoo_after_backward(run: TrainingRun, step: int) -> None:
     """Called after the gradients of a training step are computed (all micro-batches)
     and before any gradient controller shapes them.
 
-    :param trainer: the running trainer; the raw gradients are in ``p.grad`` of
-        ``trainer.model.parameters()``.
+    :param run: the training run; the raw gradients are in ``p.grad`` of
+        ``run.model.parameters()``.
     :param step: the index of this training step, counted from 0 (the number of
         optimizer steps taken before it).
     """
 
 
 @hookspec
-def rnnzoo_step_end(trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
-    """Called after the optimizer step of each training step.
+def rnnzoo_before_optimizer_step(run: TrainingRun, step: int) -> None:
+    """Called after the gradient controllers shaped the gradients (clipping) and
+    right before the optimizer step. Not called for a step that is skipped because
+    its loss or a gradient is not finite.
 
-    :param trainer: the running trainer.
+    :param run: the training run; ``p.grad`` holds the gradients the optimizer
+        will apply.
+    :param step: the index of this training step, counted from 0.
+    """
+
+
+@hookspec
+def rnnzoo_step_end(run: TrainingRun, step: int, metrics: dict[str, float]) -> None:
+    """Called after the optimizer step of each training step (before the
+    evaluation, logging and checkpoint that may be due at this step).
+
+    :param run: the training run.
     :param step: the number of optimizer steps taken so far, this one included.
     :param metrics: this step's values, such as ``train/loss`` and ``train/lr``,
         plus what the gradient controllers report (``grad/norm_preclip``, ...).
@@ -136,20 +154,21 @@ def rnnzoo_step_end(trainer: Trainer, step: int, metrics: dict[str, float]) -> N
 
 
 @hookspec
-def rnnzoo_eval_end(trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+def rnnzoo_eval_end(run: TrainingRun, step: int, metrics: dict[str, float]) -> None:
     """Called after each evaluation on the validation set.
 
-    :param trainer: the running trainer.
+    :param run: the training run.
     :param step: the number of optimizer steps taken before the evaluation.
     :param metrics: the validation metrics, such as ``val/loss`` and ``val/acc``.
     """
 
 
 @hookspec
-def rnnzoo_train_end(trainer: Trainer, summary: dict[str, float]) -> None:
-    """Called once when training ends, normally or by early stopping.
+def rnnzoo_train_end(run: TrainingRun, summary: dict[str, float]) -> None:
+    """Called once when training ends, normally or by early stopping; the tracker
+    is still open, so the hook may log.
 
-    :param trainer: the trainer that ran; its last checkpoint is written.
+    :param run: the run that ended; its last checkpoint is written.
     :param summary: the final values, also written to ``summary.json`` in the run
         folder.
     """

@@ -35,8 +35,13 @@ class RNNModel(nn.Module):
         self.head = head
 
     def forward(
-        self, batch: Batch, state: list[State] | None = None, return_states: bool = False
+        self, batch: Batch | Tensor, state: list[State] | None = None, return_states: bool = False
     ) -> ModelOutput:
+        """Run a :class:`Batch`, or a plain tensor: features ``[B, T, F]`` or token
+        ids ``[B, T]``, every sequence full length. A task whose input adapter needs
+        more than the inputs (character features of words) needs a ``Batch``."""
+        if isinstance(batch, Tensor):
+            batch = Batch(inputs=batch, targets=batch.new_zeros(0))
         x = self.adapter(batch)
         if state is not None and batch.reset is not None:
             fresh = self.recurrence.initial_state(batch.batch_size, x.device, x.dtype)

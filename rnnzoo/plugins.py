@@ -36,6 +36,7 @@ DEFAULT_PLUGINS = (
     "rnnzoo_plugins.tasks.synthetic",
     "rnnzoo_plugins.tasks.conllu",
     "rnnzoo_plugins.tasks.text_lm",
+    "rnnzoo_plugins.gradflow_probes",
 )
 
 

@@ -73,12 +73,9 @@ class Tracker:
         group: str | None,
         tags: list[str],
         wandb_mode: str,
-        resume_step: int | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.metrics_path = run_dir / "metrics.jsonl"
-        if resume_step is not None:
-            truncate_jsonl(self.metrics_path, resume_step)
         try:
             self._jsonl = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:

@@ -649,7 +649,7 @@ CASES = [
             "-p",
             w.text(
                 "sig.py",
-                "from rnnzoo import hookimpl\n\n@hookimpl\ndef rnnzoo_step_end(trainer, step, loss):\n    pass\n",
+                "from rnnzoo import hookimpl\n\n@hookimpl\ndef rnnzoo_step_end(run, step, loss):\n    pass\n",
             ),
             "list",
         ],
@@ -657,7 +657,7 @@ CASES = [
         (
             "sig.py' ",
             "does not fit rnnzoo's hooks",
-            "rnnzoo calls rnnzoo_step_end(trainer, step, metrics)",
+            "rnnzoo calls rnnzoo_step_end(run, step, metrics)",
         ),
     ),
     Case(
@@ -774,9 +774,9 @@ from rnnzoo import hookimpl
 
 
 @hookimpl
-def rnnzoo_step_end(trainer, step):
+def rnnzoo_step_end(run, step):
     if step == 3:  # something else takes the checkpoints folder's place
-        folder = Path(trainer.run_dir) / "checkpoints"
+        folder = Path(run.run_dir) / "checkpoints"
         for path in folder.iterdir():
             path.unlink()
         folder.rmdir()

@@ -13,7 +13,7 @@ from rnnzoo.errors import ConfigError
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
 from rnnzoo.tracking import read_jsonl
-from rnnzoo.trainer import Trainer
+from rnnzoo.training import Trainer
 
 REGISTRY = Registry(plugin_manager())
 QUIET = ["tracking.wandb_mode=disabled", "trainer.progress=false", "gradflow.every=0"]
@@ -207,7 +207,7 @@ def test_controllers_compose_in_the_order_listed(tmp_path):
     t.forward_backward(t.task.train_batch(0, 8))
     raw = [p.grad.clone() for p in t.model.parameters()]
     metrics = {}
-    t._apply_gradients(0.0, metrics)
+    t.optimizer_step(0.0, metrics)
     value_clipped = [g.clamp(-0.01, 0.01) for g in raw]
     norm = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in value_clipped])))
     assert metrics["grad/norm_preclip"] == pytest.approx(

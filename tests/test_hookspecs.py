@@ -132,14 +132,14 @@ def test_event_hooks_are_called_as_documented(
 
 
         @hookimpl
-        def rnnzoo_train_start(trainer):
-            note("start", trainer.step, trainer.cfg.trainer.steps, str(trainer.run_dir))
+        def rnnzoo_train_start(run):
+            note("start", run.step, run.config.trainer.steps, str(run.run_dir))
 
 
         @hookimpl
-        def rnnzoo_after_backward(trainer, step):
-            grads = [p.grad for p in trainer.model.parameters()]
-            note("backward", step, trainer.step, all(g is not None for g in grads))
+        def rnnzoo_after_backward(run, step):
+            grads = [p.grad for p in run.model.parameters()]
+            note("backward", step, run.step, all(g is not None for g in grads))
 
 
         @hookimpl
@@ -148,13 +148,13 @@ def test_event_hooks_are_called_as_documented(
 
 
         @hookimpl
-        def rnnzoo_eval_end(trainer, step, metrics):
+        def rnnzoo_eval_end(run, step, metrics):
             note("eval_end", step, "val/loss" in metrics)
 
 
         @hookimpl
-        def rnnzoo_train_end(trainer, summary):
-            note("end", trainer.step, summary["step"])
+        def rnnzoo_train_end(run, summary):
+            note("end", run.step, summary["step"])
         """,
     )
     monkeypatch.delenv("RNNZOO_TRACE_PLUGINS", raising=False)

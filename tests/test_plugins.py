@@ -3,6 +3,7 @@ and the errors a broken or clashing plugin produces."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -274,16 +275,16 @@ def test_hook_with_a_parameter_the_spec_lacks(tmp_path: Path) -> None:
 
 
         @hookimpl
-        def rnnzoo_step_end(trainer, step, metrics, optimizer):
+        def rnnzoo_step_end(run, step, metrics, optimizer):
             pass
         """,
     )
     assert_usage_error(
         rnnzoo("-p", plugin, "list"),
         f"Plugin '{plugin}'",
-        "rnnzoo_step_end(trainer, step, metrics, optimizer)",
+        "rnnzoo_step_end(run, step, metrics, optimizer)",
         "{'optimizer'}",
-        "rnnzoo calls rnnzoo_step_end(trainer, step, metrics)",
+        "rnnzoo calls rnnzoo_step_end(run, step, metrics)",
     )
 
 
@@ -376,6 +377,8 @@ def test_examples_of_the_plugin_guide(tmp_path: Path) -> None:
     assert result.code == 0, result.output
     assert "baseline/acc" in result.out
     assert len((runs / "sign" / "loss.csv").read_text().splitlines()) == 3
+    logged = [json.loads(line) for line in (runs / "sign" / "metrics.jsonl").open()]
+    assert [r["loss_log/rows"] for r in logged if "loss_log/rows" in r] == [1, 2, 3]
 
     table = rnnzoo("-p", files["runs_table.py"], "runs", runs, "--metric", "val/acc")
     assert table.code == 0, table.output

@@ -17,7 +17,7 @@ from wandb_records import read_run, run_files
 from rnnzoo import checkpoint, config
 from rnnzoo.cli import main
 from rnnzoo.tracking import read_jsonl
-from rnnzoo.trainer import Trainer
+from rnnzoo.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ from rnnzoo import hookimpl
 
 
 @hookimpl
-def rnnzoo_step_end(trainer, step, metrics):
+def rnnzoo_step_end(run, step, metrics):
     if step == {step}:
         os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C would
 """

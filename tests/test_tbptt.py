@@ -16,7 +16,7 @@ from rnnzoo import Batch, Task, TaskSpec, Window, config, hookimpl
 from rnnzoo.errors import ConfigError
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
-from rnnzoo.trainer import Trainer
+from rnnzoo.training import Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -274,9 +274,9 @@ def test_stream_state_is_carried_across_batches(tmp_path, k1, k2):
         seen.append(batch.inputs)
     # the carried state is the state after the whole stream so far, detached
     _, (h, c) = twin.run(torch.cat(seen, 1))
-    torch.testing.assert_close(t.carried[0][0], h[0].detach(), atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(t.carried[0][1], c[0].detach(), atol=1e-6, rtol=1e-5)
-    assert not t.carried[0][0].requires_grad
+    torch.testing.assert_close(t.state.carried[0][0], h[0].detach(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(t.state.carried[0][1], c[0].detach(), atol=1e-6, rtol=1e-5)
+    assert not t.state.carried[0][0].requires_grad
 
 
 def test_stream_without_tbptt_carries_state_too(tmp_path):

@@ -14,7 +14,7 @@ from rnnzoo import config
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
 from rnnzoo.tracking import Tracker, read_jsonl, truncate_jsonl
-from rnnzoo.trainer import Trainer
+from rnnzoo.training import Trainer
 
 REGISTRY = Registry(plugin_manager())
 KEYS = ["train/loss", "val/loss", "val/mse", "grad/norm_preclip", "clip/rate", "perf/tokens_per_s"]

@@ -19,7 +19,10 @@ from rnnzoo.errors import CheckpointError, ConfigError
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
 from rnnzoo.tracking import read_jsonl
-from rnnzoo.trainer import Trainer, lr_at, resolve_device
+from rnnzoo.training import Trainer
+from rnnzoo.training.device import resolve_device
+from rnnzoo.training.evaluate import main_metric
+from rnnzoo.training.optim import lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = Registry(plugin_manager())
@@ -113,7 +116,7 @@ def test_optimizers(tmp_path, name, cls, settings):
     for ref, p in zip(reference.param_groups[0]["params"], t.model.parameters(), strict=True):
         ref.grad = p.grad.clone()
     reference.param_groups[0].update(settings)
-    t._apply_gradients(0.0, {})
+    t.optimizer_step(0.0, {})
     reference.step()
     for ref, p, old in zip(
         reference.param_groups[0]["params"], t.model.parameters(), before, strict=True
@@ -175,23 +178,23 @@ def test_accumulation_reads_consecutive_batches_and_steps_once(tmp_path):
 
 def test_early_stopping_follows_the_metric(tmp_path):
     t = trainer(tmp_path / "run", "trainer.early_stop_patience=2")
-    assert t.main_metric() == ("val/mse", "min")
-    assert [t._after_eval({"val/mse": v}) for v in (0.5, 0.4, 0.45, 0.41)] == [
+    assert main_metric(t.cfg, t.task) == ("val/mse", "min")
+    assert [t.track_best({"val/mse": v}) for v in (0.5, 0.4, 0.45, 0.41)] == [
         False,
         False,
         False,
         True,
     ]
-    assert t.best == 0.4
+    assert t.state.best == 0.4
     order = trainer(tmp_path / "o", "task.name=temporal_order", "task.length=10")
-    assert order.main_metric() == ("val/acc", "max")
+    assert main_metric(order.cfg, order.task) == ("val/acc", "max")
     by_loss = trainer(
         tmp_path / "l",
         "task.name=temporal_order",
         "task.length=10",
         "trainer.early_stop_metric=val/loss",
     )
-    assert by_loss.main_metric() == ("val/loss", "min")
+    assert main_metric(by_loss.cfg, by_loss.task) == ("val/loss", "min")
 
 
 def test_early_stopping_ends_a_run_that_does_not_improve(tmp_path):

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnzoo import GradController, hookimpl
-from rnnzoo.controller import global_norm
+from rnnzoo.controller import CLIPPED, global_norm
 from rnnzoo.errors import ConfigError
 
 
@@ -39,10 +39,10 @@ class ClipNorm(GradController):
     def after_backward(self, model: nn.Module) -> dict[str, float]:
         params = _params(model)
         if not params:
-            return {"norm_preclip": 0.0, "clipped": 0.0}
+            return {"norm_preclip": 0.0, CLIPPED: 0.0}
         # multiplies by min(1, max_norm / (norm + 1e-6)); returns the norm before
         norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_norm))
-        return {"norm_preclip": norm, "clipped": float(norm > self.max_norm)}
+        return {"norm_preclip": norm, CLIPPED: float(norm > self.max_norm)}
 
 
 class ClipValue(GradController):
@@ -59,7 +59,7 @@ class ClipValue(GradController):
         norm = global_norm(grads)
         largest = max((float(g.abs().max()) for g in grads if g.numel()), default=0.0)
         torch.nn.utils.clip_grad_value_(params, self.clip_value)
-        return {"norm_preclip": norm, "clipped": float(largest > self.clip_value)}
+        return {"norm_preclip": norm, CLIPPED: float(largest > self.clip_value)}
 
 
 def unitwise_norm(x: Tensor) -> Tensor:
@@ -99,7 +99,7 @@ class ClipAdaptive(GradController):
         clipped = float(torch.stack(counts).sum()) if counts else 0.0
         return {
             "norm_preclip": norm,
-            "clipped": float(clipped > 0),
+            CLIPPED: float(clipped > 0),
             "unit_clip_fraction": clipped / max(units, 1),
         }
 
@@ -156,7 +156,7 @@ class ClipState(GradController):
         clipped = float(self._clipped)
         stats = {
             "norm_preclip": float(self._largest),
-            "clipped": float(clipped > 0),
+            CLIPPED: float(clipped > 0),
             "step_clip_fraction": clipped / max(self._seen, 1),
         }
         self._reset()

@@ -1,0 +1,100 @@
+"""Gradient-flow probes during training, as a plugin on the event hooks.
+
+Every ``gradflow.every`` steps the probe (:func:`rnnzoo.gradflow.probe`) runs the
+model on ``gradflow.batch_size`` validation sequences through the step loop,
+recording every state ``h_t``, and measures
+
+    ||dL/dh_t||  and  ||dL_T/dh_t|| = ||dL_T/dh_T * prod_{k=t+1..T} dh_k/dh_{k-1}||,
+
+the reach and decay of the gradient, the activations' mean derivative and the
+recurrent matrices' largest singular value. The values go to ``metrics.jsonl`` and
+W&B with the per-parameter gradient norms before (``grad/preclip/*``) and after
+(``grad/postclip/*``) the gradient controllers; the curves go to
+``gradflow.jsonl``; the line plot and heatmap to ``gradflow/`` and W&B images.
+
+It uses only what :class:`rnnzoo.events.TrainingRun` offers a plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from rnnzoo import gradflow, hookimpl
+from rnnzoo.events import TrainingRun
+from rnnzoo.model import RNNModel
+from rnnzoo.plots import GradflowFigures
+
+RECORDS = "gradflow.jsonl"
+
+
+@dataclass
+class _Probes:
+    every: int
+    figures: GradflowFigures
+    #: gradient norms of the step being probed, before and after the controllers
+    norms: dict[str, float] = field(default_factory=dict)
+
+
+_active: weakref.WeakKeyDictionary[Any, _Probes] = weakref.WeakKeyDictionary()
+
+
+def _due(run: TrainingRun, step: int) -> _Probes | None:
+    """The run's probes if ``step`` (steps taken after this one) is a probe step."""
+    probes = _active.get(run)
+    return probes if probes is not None and step % probes.every == 0 else None
+
+
+@hookimpl
+def rnnzoo_train_start(run: TrainingRun) -> None:
+    every = int(run.config.gradflow.every)
+    if every <= 0:
+        return
+    figures = GradflowFigures(run.run_dir / "gradflow")
+    records = run.run_dir / RECORDS
+    if records.is_file():  # a resumed run: the heatmap goes on from its probes so far
+        rows = [json.loads(line) for line in records.read_text().splitlines() if line]
+        figures.load_state_dict(
+            {"rows": [r["grad_h"]["layer0/dir0"] for r in rows], "steps": [r["step"] for r in rows]}
+        )
+    _active[run] = _Probes(every, figures)
+
+
+@hookimpl
+def rnnzoo_after_backward(run: TrainingRun, step: int) -> None:
+    if (probes := _due(run, step + 1)) is not None:
+        probes.norms = gradflow.parameter_grad_norms(run.model, "grad/preclip")
+
+
+@hookimpl
+def rnnzoo_before_optimizer_step(run: TrainingRun, step: int) -> None:
+    if (probes := _due(run, step + 1)) is not None:
+        probes.norms.update(gradflow.parameter_grad_norms(run.model, "grad/postclip"))
+
+
+@hookimpl
+def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
+    probes = _due(run, step)
+    if probes is None:
+        return
+    settings = run.config.gradflow
+    model = run.model
+    assert isinstance(model, RNNModel)
+    batch = next(iter(run.task.val_batches(settings.batch_size))).to(run.device)
+    result = gradflow.probe(model, batch, settings.loss_step)
+    run.log({**result.scalars, **probes.norms})
+    probes.norms = {}
+    with open(run.run_dir / RECORDS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(gradflow.as_record(step, result)) + "\n")
+    images = probes.figures.add(step, result)  # redrawn within a time budget
+    if images:
+        run.log_images(images)
+
+
+@hookimpl
+def rnnzoo_train_end(run: TrainingRun) -> None:
+    probes = _active.pop(run, None)
+    if probes is not None and (images := probes.figures.finish()):
+        run.log_images(images)

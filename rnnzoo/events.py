@@ -1,0 +1,53 @@
+"""The event contract: what a plugin watching a training run is given.
+
+Event hooks (``rnnzoo_train_start``, ``rnnzoo_after_backward``, ...) receive a
+:class:`TrainingRun`: the experiment's config, model and task, the number of
+optimizer steps taken, the run folder, and a way to log values next to the run's
+own metrics. That is all a plugin can rely on; the trainer's internals are not
+part of the contract. The built-in gradient-flow probes use nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import torch
+    from omegaconf import DictConfig
+    from torch import nn
+
+    from rnnzoo.task import Task
+
+
+class TrainingRun(Protocol):
+    """A training run as event hooks see it.
+
+    ``step`` is the number of optimizer steps taken so far; ``device`` is where the
+    model and batches live. :meth:`log` writes scalars to ``metrics.jsonl`` and W&B
+    at the current step; :meth:`log_images` shows PNG files already in the run
+    folder as W&B images.
+    """
+
+    @property
+    def config(self) -> DictConfig: ...
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def task(self) -> Task: ...
+
+    @property
+    def step(self) -> int: ...
+
+    @property
+    def run_dir(self) -> Path: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def log(self, metrics: Mapping[str, Any]) -> None: ...
+
+    def log_images(self, images: Mapping[str, Path]) -> None: ...

@@ -1,0 +1,56 @@
+"""The :class:`rnnzoo.events.TrainingRun` a trainer hands to event hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from rnnzoo.task import Task
+
+if TYPE_CHECKING:
+    from rnnzoo.training.loop import Trainer
+
+
+class RunView:
+    """A narrow view of a running :class:`~rnnzoo.training.loop.Trainer`: what the
+    event contract names, and nothing else."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self._trainer = trainer
+
+    @property
+    def config(self) -> DictConfig:
+        return self._trainer.cfg
+
+    @property
+    def model(self) -> nn.Module:
+        return self._trainer.model
+
+    @property
+    def task(self) -> Task:
+        return self._trainer.task
+
+    @property
+    def step(self) -> int:
+        return self._trainer.state.step
+
+    @property
+    def run_dir(self) -> Path:
+        return self._trainer.folder.path
+
+    @property
+    def device(self) -> torch.device:
+        return self._trainer.device
+
+    def log(self, metrics: Mapping[str, Any]) -> None:
+        if self._trainer.tracker is not None:
+            self._trainer.tracker.log(self.step, dict(metrics))
+
+    def log_images(self, images: Mapping[str, Path]) -> None:
+        if self._trainer.tracker is not None:
+            self._trainer.tracker.log_images(self.step, dict(images))

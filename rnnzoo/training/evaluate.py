@@ -1,0 +1,77 @@
+"""Evaluation on the validation data, the metric that decides "best", early stopping."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from omegaconf import DictConfig
+
+from rnnzoo.errors import ConfigError
+from rnnzoo.model import RNNModel
+from rnnzoo.task import Task
+from rnnzoo.training.step import Autocast
+
+#: metrics that are better when larger (early stopping and ``best/*``)
+HIGHER_IS_BETTER = ("acc", "accuracy", "f1")
+
+
+@torch.no_grad()
+def evaluate(
+    model: RNNModel,
+    task: Task,
+    batch_size: int,
+    device: torch.device,
+    max_batches: int | None = None,
+    amp: Autocast = contextlib.nullcontext,
+) -> dict[str, float]:
+    """``val/loss`` and the task's metrics on its validation data (a stream task's
+    state runs on from batch to batch, as in training)."""
+    was_training = model.training
+    model.eval()
+    loss_sum, loss_count = 0.0, 0.0
+    sums: dict[str, list[float]] = {}
+    state = None
+    try:
+        for i, batch in enumerate(task.val_batches(batch_size)):
+            if max_batches is not None and i >= max_batches:
+                break
+            batch = batch.to(device)
+            with amp():
+                out = model(batch, state if task.spec.stream else None)
+                s, c = model.loss(out.predictions, batch)
+            state = out.final_state
+            loss_sum += float(s)
+            loss_count += float(c)
+            for key, (value, count) in task.metrics(out.predictions, batch).items():
+                acc = sums.setdefault(key, [0.0, 0.0])
+                acc[0] += value
+                acc[1] += count
+    finally:
+        model.train(was_training)
+    result = {"val/loss": loss_sum / max(loss_count, 1.0)}
+    result.update({f"val/{k}": v / max(c, 1.0) for k, (v, c) in sums.items()})
+    return result
+
+
+def main_metric(cfg: DictConfig, task: Task) -> tuple[str, str]:
+    """The metric early stopping and ``best/*`` follow, and ``min`` or ``max``."""
+    metric = cfg.trainer.early_stop_metric or task.main_metric
+    key = metric if "/" in metric else f"val/{metric}"
+    if key == f"val/{task.main_metric}":
+        return key, task.main_metric_mode
+    return key, "max" if key.endswith(HIGHER_IS_BETTER) else "min"
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value < best if mode == "min" else value > best)
+
+
+def check_metric(key: str, metrics: dict[str, float]) -> float:
+    """The value of the main metric ``key``, or a clear error when it is not logged."""
+    if key not in metrics:
+        raise ConfigError(
+            f"Early-stopping metric '{key}' is not among the evaluation metrics "
+            f"({', '.join(metrics)}). Set trainer.early_stop_metric to one of them."
+        )
+    return metrics[key]

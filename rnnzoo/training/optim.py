@@ -1,0 +1,45 @@
+"""The optimizer and its learning-rate schedule, from the ``optim`` section."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+
+def make_optimizer(params: Any, cfg: DictConfig) -> torch.optim.Optimizer:
+    """``optim.name`` with its settings; ``momentum`` applies to sgd and rmsprop.
+
+    The name is one of the choices ``rnnzoo.config`` checked when it loaded."""
+    common = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, momentum=cfg.momentum, **common)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, betas=(cfg.beta1, cfg.beta2), **common)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(params, momentum=cfg.momentum, **common)
+    return torch.optim.Adam(params, betas=(cfg.beta1, cfg.beta2), **common)
+
+
+def lr_at(step: int, cfg: DictConfig, total_steps: int) -> float:
+    """The learning rate of (0-based) ``step``: linear warmup from ``lr / warmup``
+    to ``lr`` over ``warmup_steps``, then constant, or a linear or cosine decay
+    that reaches ``lr * min_lr_ratio`` at ``total_steps``."""
+    base = cfg.lr
+    if step < cfg.warmup_steps:
+        return base * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return base
+    progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    progress = min(progress, 1.0)
+    floor = base * cfg.min_lr_ratio
+    if cfg.schedule == "linear":
+        return floor + (base - floor) * (1 - progress)
+    return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

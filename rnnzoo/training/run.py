@@ -1,0 +1,152 @@
+"""The run folder: its layout, the files in it, and loading a trained run back.
+
+A run folder holds ``config.yaml`` (the resolved experiment), ``run.json`` (the W&B
+run id), ``metrics.jsonl`` and ``gradflow.jsonl`` (one JSON object per logged
+step), ``summary.json``, the task's own files (vocabularies) and
+``checkpoints/ckpt-STEP.pt``. Every file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from rnnzoo import checkpoint
+from rnnzoo.config import flatten, to_yaml
+from rnnzoo.errors import CheckpointError, ConfigError, UsageError
+from rnnzoo.files import write_text_atomic
+from rnnzoo.model import RNNModel
+from rnnzoo.registry import Registry
+from rnnzoo.task import Task
+from rnnzoo.tracking import Tracker, truncate_jsonl, write_json
+
+
+class RunFolder:
+    """The files of one run, under ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
+
+    def read_run_id(self) -> str | None:
+        """The W&B run id stored by the run (None if ``run.json`` is missing)."""
+        try:
+            return str(json.loads((self.path / "run.json").read_text())["run_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def prepare(self, cfg: DictConfig, task: Task, run_id: str, resumed_at: int | None) -> None:
+        """Create the folder and write the config, the run id and the task's files.
+        A resumed run drops every JSONL row logged after its checkpoint: those
+        steps run again."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.config_path, to_yaml(cfg))
+            write_json(self.path / "run.json", {"run_id": run_id})
+            task.save(self.path)
+            if resumed_at is not None:
+                for log in self.path.glob("*.jsonl"):
+                    truncate_jsonl(log, resumed_at)
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot write the run folder '{self.path}': {exc.strerror or exc}. "
+                "Pass a writable folder with --run-dir."
+            ) from exc
+
+    def tracker(self, cfg: DictConfig, run_id: str, tags: list[str]) -> Tracker:
+        """Start logging to ``metrics.jsonl`` and W&B (the run's id and config)."""
+        t = cfg.tracking
+        return Tracker(
+            self.path,
+            run_id=run_id,
+            config=flatten(cfg),
+            project=t.project,
+            name=t.name or self.path.name,
+            group=t.group,
+            tags=tags,
+            wandb_mode=t.wandb_mode,
+        )
+
+    def save_checkpoint(self, step: int, state: dict[str, Any], keep: int) -> Path:
+        return checkpoint.save(self.path, step, state, keep)
+
+    def latest_checkpoint(self) -> Path:
+        return checkpoint.latest(self.path)
+
+
+def restore_model(model: RNNModel, state: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint's weights, or say in one sentence why they do not fit."""
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(misfit(path, exc)) from exc
+
+
+def misfit(path: Path, exc: BaseException) -> str:
+    # torch's first line only says that loading failed; the next one says why
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (
+        f"Checkpoint '{path}' does not fit this experiment's model "
+        f"({lines[1].rstrip('.') if len(lines) > 1 else exc}). Resume with the run's own "
+        "config.yaml, or start a new run."
+    )
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, read back: its config, task, model (in eval mode, on
+    ``device``, with the weights of checkpoint ``step``) and folder."""
+
+    cfg: DictConfig
+    task: Task
+    model: RNNModel
+    step: int
+    device: torch.device
+    folder: RunFolder
+    registry: Registry
+
+
+def load_run(
+    path: str | Path,
+    overrides: Iterable[str] = (),
+    plugins: Iterable[str] = (),
+    registry: Registry | None = None,
+) -> LoadedRun:
+    """Read a run folder back for evaluation or sampling: ``config.yaml`` (with
+    ``overrides``, e.g. another dev file), the plugins it names, the task's saved
+    files and the latest checkpoint's weights. Nothing in the folder changes."""
+    from rnnzoo import config
+    from rnnzoo.build import build_experiment_model, build_task
+    from rnnzoo.plugins import plugin_manager
+    from rnnzoo.training.device import resolve_device
+
+    folder = RunFolder(Path(path))
+    if not folder.is_run():
+        raise UsageError(
+            f"'{folder.path}' is not an rnnzoo run folder (no config.yaml). Pass the folder "
+            "a previous `rnnzoo train` wrote."
+        )
+    cfg = config.load(folder.config_path, list(overrides))
+    if registry is None:
+        registry = Registry(plugin_manager([*cfg.plugins, *plugins]))
+    device = resolve_device(cfg.trainer.device)
+    task = build_task(cfg, registry)
+    task.load(folder.path)
+    model = build_experiment_model(cfg, task, registry)
+    latest = folder.latest_checkpoint()
+    state = checkpoint.load(latest)
+    restore_model(model, state, latest)
+    model.to(device).eval()
+    return LoadedRun(cfg, task, model, int(state["step"]), device, folder, registry)
