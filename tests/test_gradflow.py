@@ -529,3 +529,44 @@ def test_gradflow_command_rejects_bad_configurations(
     code, _, err = run_cli(["gradflow", "--configs", configs, "--out", str(tmp_path)], capsys)
     assert code == 2 and message in err
     assert not (tmp_path / "gradflow.json").exists()
+
+
+class HeatmapSteps:
+    """Records the probe steps the gradient-flow heatmap holds when training ends
+    (registered after the built-in plugin, so pluggy calls it first)."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    @hookimpl
+    def rnnzoo_train_end(self, run: TrainingRun) -> None:
+        from rnnzoo_plugins import gradflow_probes
+
+        self.steps = list(gradflow_probes._active[run].figures.steps)
+
+
+def test_a_resumed_run_keeps_its_heatmap_history(tmp_path: Path) -> None:
+    overrides = [
+        "task.length=6",
+        "task.val_size=8",
+        "model.hidden_size=4",
+        "trainer.batch_size=4",
+        "trainer.checkpoint_every=4",
+        "trainer.progress=false",
+        "gradflow.every=2",
+        "gradflow.batch_size=4",
+        "tracking.wandb_mode=disabled",
+    ]
+    pm = plugin_manager()
+    seen = HeatmapSteps()
+    pm.register(seen, "heatmap-steps")
+    registry = Registry(pm)
+    run = tmp_path / "run"
+    Trainer(config.load(None, [*overrides, "trainer.steps=6"]), registry, run).fit()
+    assert seen.steps == [2, 4, 6]
+    # resume from the checkpoint at step 4: the probe of step 6 runs again, once
+    (run / "checkpoints" / "ckpt-00000006.pt").unlink()
+    more = config.load(run / "config.yaml", ["trainer.steps=10"])
+    Trainer(more, registry, run, resume=True).fit()
+    assert seen.steps == [2, 4, 6, 8, 10]
+    assert [r["step"] for r in read_jsonl(run / "gradflow.jsonl")] == [2, 4, 6, 8, 10]
