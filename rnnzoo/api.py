@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rnnzoo import config
-from rnnzoo.errors import UsageError
 
 
 @dataclass
@@ -21,7 +21,7 @@ class RunResult:
     ``step``); ``run_dir`` is the run folder, which ``rnnzoo.load_run`` reads back.
     """
 
-    summary: dict[str, float]
+    summary: dict[str, Any]
     history: list[dict[str, Any]]
     run_dir: Path
 
@@ -41,9 +41,10 @@ def train(
 
     ``experiment`` is a YAML file (or ``None`` for the defaults), ``overrides``
     ``key=value`` strings, ``plugins`` extra plugin modules or ``.py`` files.
-    ``run_dir`` defaults to ``runs/NAME-TIME``, as on the command line.
+    ``run_dir`` defaults to ``runs/NAME-TIME-RUNID``, as on the command line. A run
+    that diverges returns with ``summary["status"] == "diverged"``.
     """
-    from rnnzoo.commands.run import _default_run_dir
+    from rnnzoo.commands.run import default_run_dir
     from rnnzoo.plugins import plugin_manager
     from rnnzoo.registry import Registry
     from rnnzoo.training import Trainer
@@ -52,11 +53,10 @@ def train(
     for spec in plugins:
         if spec not in cfg.plugins:
             cfg.plugins.append(str(Path(spec).resolve()) if spec.endswith(".py") else spec)
-    folder = Path(run_dir or cfg.run_dir or _default_run_dir(cfg))
-    if (folder / "config.yaml").exists():
-        raise UsageError(f"'{folder}' already holds a run; pass another run_dir.")
+    run_id = os.urandom(4).hex()
+    folder = Path(run_dir or cfg.run_dir or default_run_dir(cfg, run_id))
     registry = Registry(plugin_manager(list(cfg.plugins)))
-    summary = Trainer(cfg, registry, folder).fit()
+    summary = Trainer(cfg, registry, folder, run_id=run_id).fit()
     with open(folder / "metrics.jsonl", encoding="utf-8") as f:
         history = [json.loads(line) for line in f if line.strip()]
     return RunResult(summary, history, folder)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rnnzoo.controller import GradController, plans_windows
@@ -67,6 +69,25 @@ def build_experiment_model(cfg: DictConfig, task: Task, registry: Registry) -> R
         raise ConfigError(f"'model.input_dim' must be at least 1 or null, got {input_dim}.")
     adapter = task.input_adapter(input_dim)
     return build_model(task.spec, **model_cfg, adapter=adapter, registry=registry)
+
+
+def build_training(
+    cfg: DictConfig, registry: Registry, device: torch.device, saved: Path | None = None
+) -> tuple[Task, RNNModel, list[tuple[str, GradController]]]:
+    """The task (with its saved files from the run folder ``saved``, when resuming),
+    the model on ``device`` and the gradient controllers of an experiment."""
+    task = build_task(cfg, registry)
+    if saved is not None:
+        task.load(saved)
+    model = build_experiment_model(cfg, task, registry).to(device)
+    controllers = build_controllers(cfg, registry)
+    if model.recurrence.directions == 2 and any(plans_windows(c) for _, c in controllers):
+        raise ConfigError(
+            "Truncated BPTT cannot train a bidirectional model: the backward "
+            "direction needs the whole sequence. Remove 'controllers.tbptt' or use a "
+            "one-directional head."
+        )
+    return task, model, controllers
 
 
 def plugin_tags(cfg: DictConfig, registry: Registry) -> list[str]:

@@ -29,9 +29,19 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if PATTERN.match(p.name))
 
 
-def save(run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+def step_of(path: Path) -> int:
+    match = PATTERN.match(path.name)
+    assert match is not None, path
+    return int(match.group(1))
+
+
+def save(
+    run_dir: Path, step: int, state: dict[str, Any], keep: int, keep_before: int | None = None
+) -> Path:
     """Write ``state`` for ``step`` atomically (temp file, fsync, rename) and delete
-    all but the newest ``keep`` checkpoints. A crash leaves the previous ones intact."""
+    all but the newest ``keep`` checkpoints, and the newest one before step
+    ``keep_before`` when given (the last one trained on finite values while
+    training is in trouble). A crash leaves the previous ones intact."""
     path = checkpoint_path(run_dir, step)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,8 +61,13 @@ def save(run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
             "space or choose a writable --run-dir; earlier checkpoints are untouched, "
             "so `rnnzoo train --resume` continues from the last one."
         ) from exc
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        old.unlink(missing_ok=True)
+    found = list_checkpoints(run_dir)
+    kept = set(found[-keep:] if keep > 0 else [])
+    if keep_before is not None:
+        kept |= set([p for p in found if step_of(p) < keep_before][-1:])
+    for old in found:
+        if old not in kept:
+            old.unlink(missing_ok=True)
     for stale in path.parent.glob(".ckpt-*.tmp"):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
     return path
@@ -91,6 +106,18 @@ def load(path: Path) -> dict[str, Any]:
             f"Checkpoint '{path}' is not an rnnzoo checkpoint (no model state or step)."
         )
     return state
+
+
+def retract(run_dir: Path, from_step: int) -> list[Path]:
+    """Set aside the checkpoints of ``from_step`` and later (renamed to
+    ``*.pt.diverged``, not deleted), so that resuming starts before that step."""
+    moved = []
+    for path in list_checkpoints(run_dir):
+        if step_of(path) >= from_step:
+            target = path.with_name(path.name + ".diverged")
+            os.replace(path, target)
+            moved.append(target)
+    return moved
 
 
 def latest(run_dir: Path) -> Path:

@@ -42,3 +42,10 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest choice, or ``""``."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""
+
+
+class DivergedError(TrainingError):
+    """Training stopped because the loss or the gradients stayed non-finite;
+    exit code 3, so that a job script can tell it from a crash (1)."""
+
+    exit_code = 3

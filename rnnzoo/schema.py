@@ -156,7 +156,7 @@ class ExperimentConfig:
     gradflow: GradflowConfig = field(default_factory=GradflowConfig)
     # W&B and the run's name
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    # null = runs/NAME-TIME; `rnnzoo train --run-dir` overrides it
+    # null = runs/NAME-TIME-RUNID (unique); `rnnzoo train --run-dir` overrides it
     run_dir: str | None = None
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnzoo.errors import RnnzooError
+from rnnzoo.files import write_text_atomic
 
 
 def _clean(value: Any) -> Any:
@@ -49,10 +50,9 @@ def truncate_jsonl(path: Path, step: int) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file, then rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({k: _clean(v) for k, v in data.items()}, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    """Write JSON atomically (temp file, fsync, rename)."""
+    text = json.dumps({k: _clean(v) for k, v in data.items()}, indent=2, sort_keys=True)
+    write_text_atomic(path, text)
 
 
 class Tracker:

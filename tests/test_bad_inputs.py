@@ -499,12 +499,6 @@ CASES = [
         ("is not an rnnzoo run folder (no config.yaml)", "a previous `rnnzoo train` wrote"),
     ),
     Case(
-        "resume-a-run-without-checkpoint",
-        no_checkpoints,
-        2,
-        ("No checkpoint in", "trainer.checkpoint_every"),
-    ),
-    Case(
         "resume-and-run-dir-together",
         lambda w: ["train", "--resume", w.run(), "--run-dir", w.tmp / "x"],
         2,

@@ -438,10 +438,11 @@ def test_on_nonfinite_stop_ends_the_run_cleanly(tmp_path: Path, trouble: Path) -
         "--run-dir",
         run,
     )
-    assert result.code == 0, result.output
+    assert result.code == 3, result.output  # a diverged run is no success
     assert "stopping (trainer.on_nonfinite=stop)" in result.err
+    assert summary(run)["status"] == "diverged"
     assert summary(run)["step"] == 3
-    assert steps_of(run) == [1, 2, 3]
+    assert steps_of(run) == [1, 2]  # step 3 was not finite: no checkpoint of it
     assert_all_finite(run)
 
 
@@ -462,7 +463,7 @@ def test_skip_stops_after_max_nonfinite_in_a_row(tmp_path: Path, trouble: Path) 
         "--run-dir",
         run,
     )
-    assert result.code == 0, result.output
+    assert result.code == 3, result.output  # a diverged run is no success
     assert "3 non-finite steps in a row; stopping" in result.err
     assert [
         line.split(":")[1].strip() for line in result.err.splitlines() if "not finite" in line
@@ -529,7 +530,7 @@ def test_exploding_gradient_is_visible_and_clipping_survives_it(tmp_path: Path) 
     overflows; with clip_norm the same run trains on with finite values."""
     wild, tame = tmp_path / "wild", tmp_path / "tame"
     result = rnnzoo("train", ADDING, *EXPLODING, "controllers.clip_norm=null", "--run-dir", wild)
-    assert result.code == 0, result.output
+    assert result.code == 3, result.output  # it diverged
     logged = [r for r in rows(wild / "metrics.jsonl") if "train/loss" in r]
     norms = [r["grad/norm_preclip"] for r in logged if "grad/norm_preclip" in r]
     assert max(norms) > 1e9
@@ -549,3 +550,55 @@ def test_exploding_gradient_is_visible_and_clipping_survives_it(tmp_path: Path) 
     assert summary(tame)["train/nonfinite_steps"] == 0
     assert math.isfinite(summary(tame)["val/mse"])
     assert_all_finite(tame)
+
+
+def test_a_diverged_run_exits_3_and_resumes_from_before_the_trouble(
+    tmp_path: Path, trouble: Path
+) -> None:
+    """Steps 5, 6 and 7 are not finite: the run stops at 7 with exit code 3 and
+    status "diverged". The checkpoint of step 6 (finite weights, but written in the
+    middle of the trouble) is set aside; that of step 4 is kept although
+    keep_checkpoints=1, and the run resumes from it."""
+    run = tmp_path / "run"
+    args = [*SMALL, "task.name=corrupt_adding", "model.activation=naive_tanh"]
+    args += ["trainer.steps=10", "trainer.checkpoint_every=2", "trainer.keep_checkpoints=1"]
+    result = rnnzoo(
+        "-p", trouble, "train", ADDING, *args, "task.spikes=[4,5,6]", "trainer.max_nonfinite=3",
+        "--run-dir", run,
+    )  # fmt: skip
+    assert result.code == 3, result.output
+    assert "Traceback" not in result.output
+    assert "non-finite losses or gradients from step 5 on" in result.err
+    assert f"rnnzoo train --resume {run} optim.lr=...` goes on from step 4" in result.err
+    assert summary(run)["status"] == "diverged" and summary(run)["step"] == 7
+    assert steps_of(run) == [4]
+    assert (run / "checkpoints" / "ckpt-00000006.pt.diverged").is_file()
+
+    resumed = rnnzoo("-p", trouble, "train", "--resume", run, "task.spikes=[]")
+    assert resumed.code == 0, resumed.output
+    assert summary(run)["status"] == "finished" and summary(run)["step"] == 10
+    assert_all_finite(run)
+
+
+def test_a_run_that_diverges_at_once_is_started_again_by_resume(tmp_path: Path) -> None:
+    """The issue's reproduction: SGD at lr 1e20 overflows within a few steps, before
+    any checkpoint. Exit code 3; resuming with a sane rate starts over and finishes."""
+    run = tmp_path / "nf"
+    args = [
+        "task.length=20", "task.val_size=32", "model.cell=elman", "model.hidden_size=16",
+        "optim.name=sgd", "optim.lr=1e20", "trainer.steps=60", "trainer.batch_size=8",
+        "trainer.checkpoint_every=20", "trainer.progress=false", "gradflow.every=0",
+        "controllers.clip_norm=null", "tracking.wandb_mode=disabled",
+    ]  # fmt: skip
+    result = rnnzoo("train", ADDING, *args, "--run-dir", run)
+    assert result.code == 3, result.output
+    assert "No checkpoint was written before that" in result.err
+    assert summary(run)["status"] == "diverged"
+    assert steps_of(run) == []
+
+    resumed = rnnzoo("train", "--resume", run, "optim.lr=0.001")
+    assert resumed.code == 0, resumed.output
+    assert "has no checkpoint yet; the run starts again at step 0" in resumed.err
+    assert summary(run)["status"] == "finished" and summary(run)["step"] == 60
+    assert summary(run)["train/nonfinite_steps"] == 0
+    assert_all_finite(run)

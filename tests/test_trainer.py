@@ -21,7 +21,7 @@ from rnnzoo.registry import Registry
 from rnnzoo.tracking import read_jsonl
 from rnnzoo.training import Trainer
 from rnnzoo.training.device import resolve_device
-from rnnzoo.training.evaluate import main_metric
+from rnnzoo.training.evaluate import main_metric, track_best
 from rnnzoo.training.optim import lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +179,7 @@ def test_accumulation_reads_consecutive_batches_and_steps_once(tmp_path):
 def test_early_stopping_follows_the_metric(tmp_path):
     t = trainer(tmp_path / "run", "trainer.early_stop_patience=2")
     assert main_metric(t.cfg, t.task) == ("val/mse", "min")
-    assert [t.track_best({"val/mse": v}) for v in (0.5, 0.4, 0.45, 0.41)] == [
+    assert [track_best(t.state, {"val/mse": v}, t.cfg, t.task) for v in (0.5, 0.4, 0.45, 0.41)] == [
         False,
         False,
         False,

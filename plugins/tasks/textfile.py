@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnzoo.errors import CheckpointError, DataError
+from rnnzoo.files import write_text_atomic
 
 #: the source checkout that holds ``plugins/``; relative data paths are also looked
 #: up from here, so an experiment's paths work from any working directory
@@ -55,7 +56,8 @@ def read_text(path: Path, key: str) -> str:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    """Replace ``path`` atomically: a full disk leaves the previous file whole."""
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False))
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -10,21 +11,16 @@ import click
 
 from rnnzoo import config
 from rnnzoo.commands.common import OVERRIDES, cli_plugins, plugin_option, registry
-from rnnzoo.errors import UsageError
+from rnnzoo.errors import DivergedError, UsageError
 
 
-def _default_run_dir(cfg: Any) -> Path:
+def default_run_dir(cfg: Any, run_id: str) -> Path:
+    """``runs/NAME-TIME-RUNID``: unique even for runs started in the same second."""
     name = cfg.tracking.name or f"{cfg.task.name}-{cfg.model.cell}"
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path("runs") / f"{name}-{stamp}"
-    n = 1
-    while path.exists():
-        n += 1
-        path = Path("runs") / f"{name}-{stamp}-{n}"
-    return path
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
 
 
-def _print_summary(summary: dict[str, float], run_dir: Path) -> None:
+def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     click.secho(f"\nrun folder: {run_dir}", bold=True)
     for key, value in summary.items():
         text = f"{value:.6g}" if isinstance(value, float) else str(value)
@@ -63,6 +59,7 @@ def train(
     """
     from rnnzoo.training import Trainer
 
+    run_id = os.urandom(4).hex()
     if resume is not None:
         if run_dir is not None:
             raise UsageError("--resume continues a run in its own folder; leave out --run-dir.")
@@ -80,13 +77,7 @@ def train(
         if experiment is None:
             raise UsageError("Name an experiment file: rnnzoo train experiments/adding.yaml")
         cfg = config.load(experiment, overrides)
-        folder = Path(run_dir or cfg.run_dir or _default_run_dir(cfg))
-        if (folder / "config.yaml").exists():
-            raise UsageError(
-                f"'{folder}' already holds a run; a new one would mix its checkpoints and "
-                f"metrics with it. Continue it with `rnnzoo train --resume {folder}`, or "
-                "pass another --run-dir."
-            )
+        folder = Path(run_dir or cfg.run_dir or default_run_dir(cfg, run_id))
     reg = registry(ctx, [*plugins, *cfg.plugins])
     # keep `-p` plugins in the run's config.yaml, so `--resume`, `eval` and
     # `sample` find them without repeating the option
@@ -94,8 +85,14 @@ def train(
         recorded = str(Path(spec).resolve()) if spec.endswith(".py") else spec
         if recorded not in cfg.plugins:
             cfg.plugins.append(recorded)
-    summary = Trainer(cfg, reg, folder, resume=resume is not None).fit()
+    summary = Trainer(cfg, reg, folder, resume=resume is not None, run_id=run_id).fit()
     _print_summary(summary, folder)
+    if summary.get("status") == "diverged":
+        raise DivergedError(
+            f"Training diverged: the run in '{folder}' stopped on non-finite values "
+            "(summary.json says status: diverged). See the message above for the "
+            "checkpoint to resume from with a lower optim.lr."
+        )
 
 
 @click.command("eval", context_settings=OVERRIDES)

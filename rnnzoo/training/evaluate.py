@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from rnnzoo.errors import ConfigError
 from rnnzoo.model import RNNModel
 from rnnzoo.task import Task
+from rnnzoo.training.state import TrainState
 from rnnzoo.training.step import Autocast
 
 #: metrics that are better when larger (early stopping and ``best/*``)
@@ -67,6 +68,21 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
+def track_best(state: TrainState, metrics: dict[str, float], cfg: DictConfig, task: Task) -> bool:
+    """Follow the main metric's best value in ``state``; True when early stopping
+    says stop (``trainer.early_stop_patience`` evaluations without improvement)."""
+    key, mode = main_metric(cfg, task)
+    value = check_metric(key, metrics)
+    if is_better(value, state.best, mode):
+        state.best, state.bad_evals = value, 0
+    else:
+        state.bad_evals += 1
+    patience = cfg.trainer.early_stop_patience
+    stop = patience > 0 and state.bad_evals >= patience
+    state.stopped = "early_stop" if stop else state.stopped
+    return stop
+
+
 def check_metric(key: str, metrics: dict[str, float]) -> float:
     """The value of the main metric ``key``, or a clear error when it is not logged."""
     if key not in metrics:
@@ -75,3 +91,21 @@ def check_metric(key: str, metrics: dict[str, float]) -> float:
             f"({', '.join(metrics)}). Set trainer.early_stop_metric to one of them."
         )
     return metrics[key]
+
+
+def preflight(
+    model: RNNModel, task: Task, cfg: DictConfig, device: torch.device, amp: Autocast
+) -> None:
+    """Before step 0, try what would otherwise fail late: read the first training
+    batch and every validation batch (parsing and encoding all their data), and
+    evaluate one validation batch, whose metrics must include the main metric."""
+    t = cfg.trainer
+    task.train_batch(0, t.batch_size)
+    if not any(True for _ in task.val_batches(t.batch_size)):
+        raise ConfigError(
+            f"Task '{cfg.task.name}' has no validation data, so it cannot be evaluated. "
+            "Point it at a validation set with at least one sequence (see: rnnzoo "
+            f"describe {cfg.task.name})."
+        )
+    metrics = evaluate(model, task, t.batch_size, device, 1, amp)
+    check_metric(main_metric(cfg, task)[0], metrics)

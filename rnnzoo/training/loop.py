@@ -11,76 +11,89 @@ plugin on those same event hooks.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import sys
 import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from tqdm import tqdm
 
-from rnnzoo.build import build_controllers, build_experiment_model, build_task, plugin_tags
+from rnnzoo.build import build_training, plugin_tags
 from rnnzoo.config import to_yaml
-from rnnzoo.controller import plans_windows
-from rnnzoo.errors import ConfigError
+from rnnzoo.errors import CheckpointError
 from rnnzoo.registry import Registry
 from rnnzoo.task import Batch
 from rnnzoo.tracking import Tracker
 from rnnzoo.training import evaluate as ev
+from rnnzoo.training import outcome
+from rnnzoo.training import step as steps
 from rnnzoo.training.context import RunView
 from rnnzoo.training.device import autocast, resolve_device
 from rnnzoo.training.optim import lr_at, make_optimizer, set_lr
+from rnnzoo.training.progress import Progress, say
 from rnnzoo.training.run import RunFolder
 from rnnzoo.training.signals import StopRequest
-from rnnzoo.training.state import TrainState, checkpoint_state, restore_checkpoint
-from rnnzoo.training.step import (
-    forward_backward,
-    grad_norm,
-    loss_items,
-    nonfinite_name,
-    nonfinite_policy,
-    shape_gradients,
-)
+from rnnzoo.training.state import TrainState, check_carried, checkpoint_state, restore_checkpoint
 
 
 class Trainer:
-    """Trains one experiment in one run folder; :meth:`fit` runs it to the end."""
+    """Trains one experiment in one run folder; :meth:`fit` runs it to the end.
+
+    A new run needs a folder that does not exist yet (or is empty); ``resume=True``
+    continues the run in ``run_dir`` from its latest checkpoint. Either way the
+    process holds the folder's lock until the run ends (:mod:`.lock`).
+    """
 
     def __init__(
-        self, cfg: DictConfig, registry: Registry, run_dir: Path, resume: bool = False
+        self,
+        cfg: DictConfig,
+        registry: Registry,
+        run_dir: Path,
+        resume: bool = False,
+        run_id: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.hook = registry.pm.hook
         self.folder = RunFolder(run_dir)
+        self.resumed = resume
+        # a resumed run is locked before anything of it is read; a new one when it starts
+        self.folder.claim(new=False) if resume else self.folder.check_new()
+        try:
+            self._build(cfg, registry, run_id)
+        except BaseException:
+            self.folder.release()
+            raise
+
+    def _build(self, cfg: DictConfig, registry: Registry, run_id: str | None) -> None:
         self.device = resolve_device(cfg.trainer.device)
         if cfg.trainer.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.trainer.seed)
-
-        self.task = build_task(cfg, registry)
-        if resume:
-            self.task.load(run_dir)
-        self.model = build_experiment_model(cfg, self.task, registry).to(self.device)
-        self.controllers = build_controllers(cfg, registry)
-        if self.model.recurrence.directions == 2 and any(
-            plans_windows(c) for _, c in self.controllers
-        ):
-            raise ConfigError(
-                "Truncated BPTT cannot train a bidirectional model: the backward "
-                "direction needs the whole sequence. Remove 'controllers.tbptt' or use a "
-                "one-directional head."
-            )
+        self.task, self.model, self.controllers = build_training(
+            cfg, registry, self.device, self.run_dir if self.resumed else None
+        )
         self.optimizer = make_optimizer(self.model.parameters(), cfg.optim)
         self.amp = partial(autocast, self.device, cfg.trainer.precision)
         self.tags = plugin_tags(cfg, registry)
         self.state = TrainState()
-        self.run_id = (self.folder.read_run_id() if resume else None) or os.urandom(4).hex()
-        if resume:
-            self._restore(self.folder.latest_checkpoint())
+        self.run_id = run_id or os.urandom(4).hex()
+        if self.resumed:
+            stored = self.folder.read_run_id()
+            self.run_id = stored or self.run_id
+            try:
+                latest = self.folder.latest_checkpoint()
+            except CheckpointError:  # it ended before its first checkpoint: start again
+                say(f"'{self.run_dir}' has no checkpoint yet; the run starts again at step 0")
+            else:
+                self.state = restore_checkpoint(
+                    latest, self.model, self.optimizer, self.device, stored
+                )
+                check_carried(self.state, self.cfg.trainer.batch_size, self.run_dir)
         self.tracker: Tracker | None = None
         self.stop = StopRequest()
         self.view = RunView(self)
@@ -95,26 +108,28 @@ class Trainer:
         for micro in range(t.grad_accum):
             yield self.task.train_batch(step * t.grad_accum + micro, t.batch_size).to(self.device)
 
-    def fit(self) -> dict[str, float]:
-        """Train to ``trainer.steps`` (or early stop); return the summary.
-
-        On SIGINT/SIGTERM the step in flight finishes, a checkpoint is written and
-        ``KeyboardInterrupt`` is raised; ``rnnzoo train --resume`` continues from it
-        exactly as if nothing had happened.
-        """
+    def fit(self) -> dict[str, Any]:
+        """Train to ``trainer.steps`` (or early stop, or divergence); return the
+        summary, whose ``status`` says how it ended. On SIGINT/SIGTERM the step in
+        flight finishes, a checkpoint is written and ``KeyboardInterrupt`` raised;
+        ``rnnzoo train --resume`` then goes on as if nothing had happened."""
         cfg, t, s = self.cfg, self.cfg.trainer, self.state
         per_token = self.task.spec.per_token
-        self._open()
-        self.model.train()
-        self.hook.rnnzoo_train_start(run=self.view)
-        bar = tqdm(
-            total=t.steps, initial=s.step, disable=not t.progress, dynamic_ncols=True,
-            unit="step", file=sys.stderr,
-        )  # fmt: skip
-        started = window_start = time.perf_counter()
-        window_tokens = 0
+        if self.resumed and (reason := outcome.nothing_to_do(cfg, self.task, s, str(self.run_dir))):
+            say(reason)
+            self.close()
+            return self.folder.read_summary() or outcome.summary(cfg, self.task, s, 0.0)
+        started = time.perf_counter()
         stop = False
         try:
+            ev.preflight(self.model, self.task, cfg, self.device, self.amp)
+            self._open()
+            self.model.train()
+            self.hook.rnnzoo_train_start(run=self.view)
+            self.progress = Progress(t.steps, s.step, t.progress)
+            if s.pending is not None:  # a resumed run whose last evaluation failed
+                pending, s.pending = s.pending, None
+                stop = self._when_due(pending, stop)
             with self.stop.deferred():
                 while s.step < t.steps and not stop and not self.stop.requested:
                     lr = lr_at(s.step, cfg.optim, t.steps)
@@ -124,8 +139,8 @@ class Trainer:
                     loss_sum, items = 0.0, 0
                     for batch in self.batches(s.step):
                         loss_sum += self.forward_backward(batch, t.grad_accum)
-                        items += loss_items(batch, per_token)
-                        window_tokens += batch.num_tokens()
+                        items += steps.loss_items(batch, per_token)
+                        self.progress.tokens += batch.num_tokens()
                     loss = loss_sum / max(items, 1)
                     self.hook.rnnzoo_after_backward(run=self.view, step=s.step)
 
@@ -139,39 +154,22 @@ class Trainer:
                     self.hook.rnnzoo_step_end(run=self.view, step=s.step, metrics=metrics)
 
                     # evaluate, log and checkpoint when due
-                    last = s.step == t.steps
-                    if s.step % t.eval_every == 0 or last or stop:
-                        stop = self._evaluate() or stop
-                    if s.step % t.log_every == 0 or last or stop:
-                        now = time.perf_counter()
-                        row = self._log_window(metrics, now - window_start, window_tokens)
-                        window_start, window_tokens = now, 0
-                        bar.set_postfix(
-                            loss=f"{row['train/loss']:.4f}",
-                            tok_s=f"{row['perf/tokens_per_s']:.0f}",
-                            refresh=False,
-                        )
-                    due = s.step % t.checkpoint_every == 0 or self.stop.requested
-                    if due and not (last or stop):
-                        self.save_checkpoint()
-                    bar.update(1)
+                    stop = self._when_due(metrics, stop)
+                    self.progress.step_done()
         except BaseException:  # an error, or a second signal: the last checkpoint stays
-            bar.close()
             self.close()
             raise
-        bar.close()
         if self.stop.requested and not stop and s.step < t.steps:
-            tqdm.write(
-                f"rnnzoo: stopped at step {s.step} with a checkpoint; continue with "
-                f"`rnnzoo train --resume {self.run_dir}`",
-                file=sys.stderr,
-            )
+            say(f"stopped at step {s.step}; continue: rnnzoo train --resume {self.run_dir}")
             self.close()
             raise KeyboardInterrupt
         if s.last_eval.get("step") != s.step:
             self._evaluate()
-        self.save_checkpoint()
-        summary = self._summary(time.perf_counter() - started)
+        if s.stopped == "nonfinite":  # keep the last checkpoint trained on finite values
+            say(outcome.set_aside_diverged(s, self.run_dir))
+        else:
+            self.save_checkpoint()
+        summary = outcome.summary(cfg, self.task, s, time.perf_counter() - started)
         if self.tracker is not None:
             self.tracker.summary(summary)
         self.hook.rnnzoo_train_end(run=self.view, summary=summary)
@@ -186,7 +184,7 @@ class Trainer:
         from the previous batch and leaves its final state for the next one."""
         stream = self.task.spec.stream
         carried = self.state.carried if stream else None
-        loss, final = forward_backward(
+        loss, final = steps.forward_backward(
             self.model, batch, self.controllers, carried, scale, self.amp
         )
         self.state.carried = final if stream else None
@@ -197,22 +195,42 @@ class Trainer:
         skip the step when the loss or a gradient is not finite
         (``trainer.on_nonfinite``). Returns True when training must stop."""
         s, t = self.state, self.cfg.trainer
-        norm = grad_norm(self.model)
-        what = nonfinite_name(self.model, loss, norm)
+        norm = steps.grad_norm(self.model)
+        what = steps.nonfinite_name(self.model, loss, norm)
         if what is not None:
-            s.nonfinite += 1
-            s.nonfinite_run += 1
-            return nonfinite_policy(
+            s.note_nonfinite(s.step + 1, t.checkpoint_every)
+            stop = steps.nonfinite_policy(
                 t.on_nonfinite, what, s.step + 1, s.nonfinite_run, t.max_nonfinite
             )
+            s.stopped = "nonfinite" if stop else s.stopped
+            return stop
         s.nonfinite_run = 0
         metrics["grad/norm_preclip"] = norm
-        s.window_clipped += shape_gradients(self.model, self.controllers, metrics)
+        s.window_clipped += steps.shape_gradients(self.model, self.controllers, metrics)
         self.hook.rnnzoo_before_optimizer_step(run=self.view, step=s.step)
         self.optimizer.step()
         return False
 
     # -- what fit() does when due --------------------------------------------------
+
+    def _when_due(self, metrics: dict[str, float], stop: bool) -> bool:
+        """After step ``state.step``: evaluate, log and checkpoint when due. If the
+        evaluation fails, the step's training is saved first (with ``metrics`` as
+        pending work, done first on resume). Returns True when training must stop."""
+        t, s = self.cfg.trainer, self.state
+        last = s.step == t.steps
+        if s.step % t.eval_every == 0 or last or stop:
+            try:
+                stop = self._evaluate() or stop
+            except Exception:
+                self._save_pending(metrics)
+                raise
+        if s.step % t.log_every == 0 or last or stop:
+            self._log_window(metrics)
+        due = s.step % t.checkpoint_every == 0 or self.stop.requested
+        if due and not (last or stop):
+            self.save_checkpoint()
+        return stop
 
     def _evaluate(self) -> bool:
         """Evaluate and log; True when early stopping says stop."""
@@ -220,26 +238,14 @@ class Trainer:
         metrics = ev.evaluate(
             self.model, self.task, t.batch_size, self.device, t.eval_batches, self.amp
         )
-        stop = self.track_best(metrics)
+        stop = ev.track_best(self.state, metrics, self.cfg, self.task)
         if self.tracker is not None:
             self.tracker.log(s.step, metrics)
         s.last_eval = {**metrics, "step": float(s.step)}
         self.hook.rnnzoo_eval_end(run=self.view, step=s.step, metrics=metrics)
         return stop
 
-    def track_best(self, metrics: dict[str, float]) -> bool:
-        """Follow the main metric's best value; True when early stopping says stop
-        (``trainer.early_stop_patience`` evaluations without improvement)."""
-        s, patience = self.state, self.cfg.trainer.early_stop_patience
-        key, mode = ev.main_metric(self.cfg, self.task)
-        value = ev.check_metric(key, metrics)
-        if ev.is_better(value, s.best, mode):
-            s.best, s.bad_evals = value, 0
-        else:
-            s.bad_evals += 1
-        return patience > 0 and s.bad_evals >= patience
-
-    def _log_window(self, metrics: dict[str, float], elapsed: float, tokens: int) -> dict:
+    def _log_window(self, metrics: dict[str, float]) -> None:
         """Log one ``train/*`` row: the latest step's values, with the loss and the
         clip rate averaged over the steps since the previous row."""
         s = self.state
@@ -250,49 +256,45 @@ class Trainer:
             "train/loss": s.last_train_loss,
             "clip/rate": s.window_clipped / n,
             "train/nonfinite_steps": s.nonfinite,
-            "perf/tokens_per_s": tokens / max(elapsed, 1e-9),
+            "perf/tokens_per_s": self.progress.tokens_per_s(),
         }
         s.window_steps, s.window_loss, s.window_clipped = 0, 0.0, 0.0
         if self.tracker is not None:
             self.tracker.log(s.step, row)
-        return row
-
-    def _summary(self, wall: float) -> dict[str, float]:
-        s = self.state
-        key, _ = ev.main_metric(self.cfg, self.task)
-        summary: dict[str, float] = {
-            "step": float(s.step),
-            "train/loss": s.last_train_loss,
-            **{k: v for k, v in s.last_eval.items() if k != "step"},
-            "train/nonfinite_steps": float(s.nonfinite),
-            "time/wall_s": wall,
-        }
-        if s.best is not None:
-            summary[f"best/{key}"] = s.best
-        summary.update({f"baseline/{k}": v for k, v in self.task.baseline().items()})
-        return summary
+        self.progress.show(row["train/loss"], row["perf/tokens_per_s"])
 
     # -- the run folder and checkpoints ---------------------------------------------
 
     def _open(self) -> None:
-        """Write the run folder's files and start tracking (JSONL, W&B)."""
-        resumed_at = self.state.step if self.state.step > 0 else None
+        """Claim the run folder, write its files and start tracking (JSONL, W&B)."""
+        if not self.folder.lock.held:
+            self.folder.claim(new=True)
+        resumed_at = self.state.step if self.resumed else None
         self.folder.prepare(self.cfg, self.task, self.run_id, resumed_at)
         if self.cfg.trainer.precision == "bf16" and self.device.type != "cuda":
-            tqdm.write(
-                "rnnzoo: trainer.precision=bf16 needs CUDA; training in fp32", file=sys.stderr
-            )
+            say("trainer.precision=bf16 needs CUDA; training in fp32")
         self.tracker = self.folder.tracker(self.cfg, self.run_id, self.tags)
 
     def save_checkpoint(self) -> None:
-        state = checkpoint_state(self.state, self.model, self.optimizer, self.device)
-        state["config"] = to_yaml(self.cfg)
-        self.folder.save_checkpoint(self.state.step, state, self.cfg.trainer.keep_checkpoints)
+        s, t = self.state, self.cfg.trainer
+        state = checkpoint_state(s, self.model, self.optimizer, self.device)
+        state.update(config=to_yaml(self.cfg), run_id=self.run_id)
+        self.folder.save_checkpoint(
+            s.step, state, t.keep_checkpoints, keep_before=s.safe_before(t.checkpoint_every)
+        )
 
-    def _restore(self, path: Path) -> None:
-        self.state = restore_checkpoint(path, self.model, self.optimizer, self.device)
+    def _save_pending(self, metrics: dict[str, float]) -> None:
+        """Checkpoint a trained step whose evaluation failed (best effort)."""
+        self.state.pending = metrics
+        with contextlib.suppress(Exception):  # the evaluation's error is the one to report
+            self.save_checkpoint()
+        self.state.pending = None
 
     def close(self) -> None:
+        """Finish tracking, close the progress bar and release the run folder."""
         if self.tracker is not None:
             self.tracker.close()
             self.tracker = None
+        if hasattr(self, "progress"):
+            self.progress.close()
+        self.folder.release()

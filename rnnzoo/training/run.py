@@ -8,7 +8,9 @@ step), ``summary.json``, the task's own files (vocabularies) and
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +27,68 @@ from rnnzoo.model import RNNModel
 from rnnzoo.registry import Registry
 from rnnzoo.task import Task
 from rnnzoo.tracking import Tracker, truncate_jsonl, write_json
+from rnnzoo.training.lock import LOCK_NAME, RunLock
 
 
 class RunFolder:
-    """The files of one run, under ``path``."""
+    """The files of one run, under ``path``, and the lock of the process that owns
+    them (:meth:`claim`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.lock = RunLock(self.path)
+
+    def check_new(self) -> None:
+        """Refuse a folder that holds anything (a lock file alone is nothing): a new
+        run there would mix its files with another run's."""
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise UsageError(f"'{self.path}' is a file, not a folder; pass another --run-dir.")
+        held = sorted(p.name for p in self.path.iterdir() if p.name != LOCK_NAME)
+        if not held:
+            return
+        if not self.lock.held and (self.path / LOCK_NAME).exists():
+            self.lock.acquire()  # if a process is writing the folder, this says which
+            self.release()
+        what = (
+            "a run"
+            if self.is_run()
+            else f"files ({', '.join(held[:3])}{', ...' * (len(held) > 3)})"
+        )
+        hint = (
+            f"Continue it with `rnnzoo train --resume {self.path}`, or pass"
+            if self.is_run()
+            else "Pass"
+        )
+        raise UsageError(
+            f"'{self.path}' already holds {what}; a new run there would mix its checkpoints "
+            f"and metrics with them. {hint} another --run-dir."
+        )
+
+    def claim(self, new: bool) -> None:
+        """Become the folder's one writer: create it (a new run: it must not exist
+        yet, or be empty) and take its lock, held until :meth:`release`."""
+        try:
+            if new:
+                self.check_new()
+                with contextlib.suppress(FileExistsError):  # empty (checked above); the
+                    os.makedirs(self.path)  # lock decides between two processes starting
+            self.lock.acquire()
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot write the run folder '{self.path}': {exc.strerror or exc}. "
+                "Pass a writable folder with --run-dir."
+            ) from exc
+        if new:
+            try:
+                self.check_new()  # another process may have started a run here meanwhile
+            except UsageError:
+                self.release()
+                raise
+
+    def release(self) -> None:
+        self.lock.release()
 
     @property
     def config_path(self) -> Path:
@@ -48,11 +105,10 @@ class RunFolder:
             return None
 
     def prepare(self, cfg: DictConfig, task: Task, run_id: str, resumed_at: int | None) -> None:
-        """Create the folder and write the config, the run id and the task's files.
+        """Write the config, the run id and the task's files into the claimed folder.
         A resumed run drops every JSONL row logged after its checkpoint: those
         steps run again."""
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.config_path, to_yaml(cfg))
             write_json(self.path / "run.json", {"run_id": run_id})
             task.save(self.path)
@@ -79,8 +135,16 @@ class RunFolder:
             wandb_mode=t.wandb_mode,
         )
 
-    def save_checkpoint(self, step: int, state: dict[str, Any], keep: int) -> Path:
-        return checkpoint.save(self.path, step, state, keep)
+    def save_checkpoint(
+        self, step: int, state: dict[str, Any], keep: int, keep_before: int | None = None
+    ) -> Path:
+        return checkpoint.save(self.path, step, state, keep, keep_before)
+
+    def read_summary(self) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads((self.path / "summary.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
 
     def latest_checkpoint(self) -> Path:
         return checkpoint.latest(self.path)

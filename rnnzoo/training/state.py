@@ -11,7 +11,7 @@ import torch
 
 from rnnzoo import checkpoint
 from rnnzoo.cell import State
-from rnnzoo.errors import CheckpointError, TrainingError
+from rnnzoo.errors import CheckpointError, ConfigError, TrainingError
 from rnnzoo.training.run import misfit
 
 
@@ -35,8 +35,33 @@ class TrainState:
     best: float | None = None
     bad_evals: int = 0
     last_eval: dict[str, float] = field(default_factory=dict)
+    #: why training stopped before ``trainer.steps``: "early_stop" or "nonfinite"
+    stopped: str | None = None
+    #: the first non-finite step of the current stretch of trouble, and the latest
+    #: (a stretch ends after ``checkpoint_every`` finite steps in a row)
+    trouble_start: int | None = None
+    last_nonfinite: int | None = None
+    #: a step's metrics whose evaluation and logging are still to do (an
+    #: evaluation failed after the step was trained; a resumed run does them first)
+    pending: dict[str, float] | None = None
 
     _COUNTERS = ("window_steps", "window_loss", "window_clipped", "nonfinite", "nonfinite_run")
+
+    def note_nonfinite(self, step: int, checkpoint_every: int) -> None:
+        """Count a non-finite ``step``; it starts a new stretch of trouble unless the
+        previous one came less than a checkpoint interval before."""
+        self.nonfinite += 1
+        self.nonfinite_run += 1
+        if self.last_nonfinite is None or step - self.last_nonfinite > checkpoint_every:
+            self.trouble_start = step
+        self.last_nonfinite = step
+
+    def safe_before(self, checkpoint_every: int) -> int | None:
+        """While trouble lasts, the step before which checkpoints were written from
+        finite training (the one to keep, and to go back to if training diverges)."""
+        if self.last_nonfinite is None or self.step - self.last_nonfinite > checkpoint_every:
+            return None
+        return self.trouble_start
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -47,12 +72,16 @@ class TrainState:
             "best": self.best,
             "bad_evals": self.bad_evals,
             "last_eval": dict(self.last_eval),
+            "stopped": self.stopped,
+            "trouble": [self.trouble_start, self.last_nonfinite],
+            "pending": self.pending,
         }
 
     @classmethod
     def from_dict(cls, state: dict[str, Any], device: torch.device) -> TrainState:
         carried = state.get("carried")
         counters = state.get("counters", {})
+        trouble = state.get("trouble") or [None, None]
         return cls(
             step=int(state["step"]),
             carried=[tuple(t.to(device) for t in s) for s in carried] if carried else None,
@@ -61,6 +90,10 @@ class TrainState:
             best=state.get("best"),
             bad_evals=int(state.get("bad_evals", 0)),
             last_eval=dict(state.get("last_eval", {})),
+            stopped=state.get("stopped"),
+            trouble_start=trouble[0],
+            last_nonfinite=trouble[1],
+            pending=state.get("pending"),
         )
 
 
@@ -102,10 +135,23 @@ def checkpoint_state(
 
 
 def restore_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    run_id: str | None,
 ) -> TrainState:
-    """Load the checkpoint at ``path`` into ``model``, ``optimizer`` and the RNGs."""
+    """Load the checkpoint at ``path`` of run ``run_id`` into ``model``,
+    ``optimizer`` and the RNGs; a checkpoint of another run, or one whose progress
+    entries are missing or of the wrong type, is refused in one sentence."""
     saved = checkpoint.load(path)
+    if run_id is not None and saved.get("run_id", run_id) != run_id:
+        raise CheckpointError(
+            f"Checkpoint '{path}' belongs to run {saved['run_id']}, not to the run "
+            f"{run_id} of this folder (run.json); it was copied in from elsewhere. Remove "
+            "it to resume from this run's own checkpoints."
+        )
+    _check_progress(path, saved)
     try:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -113,3 +159,41 @@ def restore_checkpoint(
         raise CheckpointError(misfit(path, exc)) from exc
     set_rng_state(saved["rng"], device)
     return TrainState.from_dict(saved, device)
+
+
+def _check_progress(path: Path, saved: dict[str, Any]) -> None:
+    """The entries a resume reads besides the weights, with the types it needs."""
+    rng = saved.get("rng")
+    problems = []
+    if (
+        not isinstance(saved.get("step"), int)
+        or isinstance(saved["step"], bool)
+        or saved["step"] < 0
+    ):
+        problems.append(f"'step' is {saved.get('step')!r}, not a whole number >= 0")
+    if not (isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor)):
+        problems.append("'rng' does not hold the random-number state ('torch' tensor)")
+    elif rng["torch"].dtype != torch.uint8:
+        problems.append("'rng' holds a tensor that is no random-number state")
+    best = saved.get("best")
+    if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
+        problems.append(f"'best' is {best!r}, not a number")
+    if not isinstance(saved.get("optimizer"), dict):
+        problems.append("'optimizer' is missing")
+    if problems:
+        raise CheckpointError(
+            f"Checkpoint '{path}' is damaged: {'; '.join(problems)}. rnnzoo writes these "
+            "entries itself, so the file was changed or made elsewhere; delete it to "
+            "resume from the previous checkpoint in the same folder."
+        )
+
+
+def check_carried(state: TrainState, batch_size: int, run_dir: Path) -> None:
+    """A stream task's carried state must fit the (possibly overridden) batch size."""
+    if state.carried and state.carried[0][0].shape[0] != batch_size:
+        lanes = state.carried[0][0].shape[0]
+        raise ConfigError(
+            f"The run in '{run_dir}' carries the state of {lanes} parallel streams from "
+            f"batch to batch, so trainer.batch_size cannot change to {batch_size} on "
+            f"resume. Resume with trainer.batch_size={lanes}, or start a new run."
+        )
