@@ -2,8 +2,10 @@
 
 The lecture's argument, measured: the gradient of the loss at step T with respect
 to the state at step t is a product of T - t Jacobians, and for tanh each carries a
-factor g'(z) <= 1. A probe runs the reference step loop on a small batch and
-computes, by autograd on the per-step states:
+factor g'(z) <= 1. A probe runs the model on a small batch with
+``return_states=True``: the recurrence engine (:mod:`rnnzoo.recurrence`) then
+skips the fused kernels and runs its generic step loop, which records every
+step's state. It computes, by autograd on those per-step states:
 
 * ``dL/dh_t`` for every step t (total derivative through the recurrence);
 * ``dL_T/dh_t`` for the loss at one step T, against the distance T - t, summarised
@@ -157,7 +159,9 @@ def _activation_stats(records: list[tuple[Activation, list[Tensor]]]) -> dict[st
 
 def probe(model: RNNModel, batch: Batch, loss_step: int = -1) -> GradflowResult:
     """Measure the gradient flow of ``model`` on ``batch`` (in eval mode, through
-    the reference step loop; nothing is accumulated into the parameters' ``.grad``).
+    the engine's generic step loop, which records every step's state: the model
+    runs with ``return_states=True``, so no fused kernel; nothing is accumulated
+    into the parameters' ``.grad``).
 
     ``loss_step`` picks the loss followed back in time for per-token heads (-1:
     the last step, capped at the shortest sequence); a sequence head's loss is at
