@@ -39,6 +39,7 @@ from rnnzoo.head import summed_loss
 from rnnzoo.model import RNNModel
 from rnnzoo.recurrence import reverse_padded
 from rnnzoo.task import Batch
+from rnnzoo.tracking import json_safe
 
 
 @dataclass
@@ -253,21 +254,10 @@ def parameter_grad_norms(model: torch.nn.Module, prefix: str) -> dict[str, float
     return out
 
 
-def _json_safe(value: Any) -> Any:
-    """JSON has no NaN or Inf: write them as strings, as metrics.jsonl does."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
-
-
 def as_record(step: int, result: GradflowResult) -> dict[str, Any]:
     """The JSON line written to ``gradflow.jsonl`` for one probe: the scalars,
     ``grad_h`` (``||dL/dh_t||`` per key) and ``grad_h_last_loss`` (``||dL_T/dh_t||``)."""
-    return _json_safe(
+    return json_safe(
         {
             "step": step,
             "loss_step": result.loss_step,

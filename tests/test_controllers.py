@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from jsonl import read_jsonl
 from torch import nn
 
 from rnnzoo import config
 from rnnzoo.errors import ConfigError
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
-from rnnzoo.tracking import read_jsonl
 from rnnzoo.trainer import Trainer
 
 REGISTRY = Registry(plugin_manager())

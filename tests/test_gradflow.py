@@ -17,18 +17,25 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from jsonl import read_jsonl
 from torch import Tensor
 from wandb_records import read_run, run_files
 
 from rnnzoo import Batch, TaskSpec, build_model, config, hookimpl
 from rnnzoo.cli import main
-from rnnzoo.gradflow import decay, parameter_grad_norms, probe, reach
+from rnnzoo.gradflow import (
+    GradflowResult,
+    as_record,
+    decay,
+    parameter_grad_norms,
+    probe,
+    reach,
+)
 from rnnzoo.gradflow_demo import run_demo
 from rnnzoo.model import RNNModel
 from rnnzoo.plots import GradflowFigures
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
-from rnnzoo.tracking import read_jsonl
 from rnnzoo.trainer import Trainer
 
 HIDDEN = 6
@@ -412,6 +419,24 @@ def test_figures_are_redrawn_within_their_time_budget(tmp_path: Path) -> None:
     assert no_budget.state_dict() == {
         "rows": [result.per_step["layer0/dir0"]] * 2,
         "steps": [10, 20],
+    }
+
+
+def test_a_probe_record_is_valid_json_with_non_finite_values() -> None:
+    result = GradflowResult(
+        scalars={"gradflow/decay": math.nan, "gradflow/reach10": 2.0},
+        per_step={"layer0/dir0": [1.0, math.inf]},
+        last_loss={"layer0/dir0": [-math.inf, 0.5]},
+        loss_step=1,
+    )
+    line = json.dumps(as_record(3, result), allow_nan=False)
+    assert json.loads(line) == {
+        "step": 3,
+        "loss_step": 1,
+        "gradflow/decay": "nan",
+        "gradflow/reach10": 2.0,
+        "grad_h": {"layer0/dir0": [1.0, "inf"]},
+        "grad_h_last_loss": {"layer0/dir0": ["-inf", 0.5]},
     }
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from jsonl import read_jsonl
 
 from rnnzoo import checkpoint, config
 from rnnzoo.cli import main
 from rnnzoo.errors import CheckpointError, ConfigError
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
-from rnnzoo.tracking import read_jsonl
 from rnnzoo.trainer import Trainer, lr_at, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
