@@ -13,6 +13,9 @@ step's state. It computes, by autograd on those per-step states:
   which it has fallen 10x and 1000x below its value at T);
 * the mean activation derivative g'(z), and the fraction of units whose
   derivative is zero (dead ReLUs, saturated hardtanh);
+* the bound on |g'(z)| that the activations in use declare
+  (``Activation.derivative_range``), and whether it exceeds 1: whether the
+  activation itself can make the gradient grow from step to step;
 * the largest singular value of each recurrent weight matrix.
 
 Here ``h_t`` stands for the whole state the cell passes to step t + 1: for an
@@ -138,8 +141,10 @@ def _step_norms(
 
 def _activation_stats(records: list[tuple[Activation, list[Tensor]]]) -> dict[str, float]:
     """Mean g'(z) over every recorded pre-activation; the fraction with g'(z) = 0
-    when an activation can die."""
-    sums, zeros, units = [], [], 0
+    when an activation can die; the largest |g'(z)| that the declared
+    ``derivative_range`` of the activations in use allows, and whether it exceeds
+    1 (left out when one of them declares no range)."""
+    sums, zeros, bounds, units = [], [], [], 0
     can_die = False
     for act, zs in records:
         if not zs:
@@ -147,6 +152,7 @@ def _activation_stats(records: list[tuple[Activation, list[Tensor]]]) -> dict[st
         d = act.derivative(torch.cat([z.reshape(-1) for z in zs]).float())
         sums.append(d.sum())
         zeros.append((d == 0).sum().float())
+        bounds.append(act.derivative_bound)
         units += d.numel()
         can_die = can_die or type(act).can_die
     if not units:
@@ -155,6 +161,10 @@ def _activation_stats(records: list[tuple[Activation, list[Tensor]]]) -> dict[st
     stats = {"gradflow/act_deriv_mean": total / units}
     if can_die:
         stats["gradflow/act_zero_frac"] = zero / units
+    bound = max(bounds)
+    if math.isfinite(bound):
+        stats["gradflow/act_deriv_bound"] = bound
+        stats["gradflow/act_can_amplify"] = float(bound > 1)
     return stats
 
 

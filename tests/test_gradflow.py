@@ -21,7 +21,7 @@ from jsonl import read_jsonl
 from torch import Tensor
 from wandb_records import read_run, run_files
 
-from rnnzoo import Batch, TaskSpec, build_model, config, hookimpl
+from rnnzoo import Activation, Batch, TaskSpec, build_model, config, hookimpl
 from rnnzoo.cli import main
 from rnnzoo.gradflow import (
     GradflowResult,
@@ -307,6 +307,8 @@ def test_wandb_offline_run_holds_the_gradflow_keys(adding_run: Trainer) -> None:
         "gradflow/reach1000",
         "gradflow/decay",
         "gradflow/act_deriv_mean",
+        "gradflow/act_deriv_bound",
+        "gradflow/act_can_amplify",
         "gradflow/sigma_max",
         "gradflow/grad_h_first",
         "gradflow/grad_h_last",
@@ -401,6 +403,89 @@ def test_sigma_max_is_the_spectral_norm(cell: str) -> None:
     assert scalars["gradflow/sigma_max"] == pytest.approx(max(norms), rel=1e-6)
     assert "gradflow/reach10/layer1/dir0" in scalars
     assert "gradflow/act_zero_frac" not in scalars  # tanh never has a zero derivative
+
+
+class Doubled(Activation):
+    """2 tanh(z): g'(z) lies in (0, 2], so a step can amplify the gradient."""
+
+    derivative_range = (0.0, 2.0)
+
+    def function(self, z: Tensor) -> Tensor:
+        return 2 * torch.tanh(z)
+
+
+class Undeclared(Activation):
+    """tanh without a declared derivative range."""
+
+    def function(self, z: Tensor) -> Tensor:
+        return torch.tanh(z)
+
+
+class ActivationPlugin:
+    @hookimpl
+    def rnnzoo_activations(self) -> dict[str, Any]:
+        return {"doubled": Doubled, "undeclared": Undeclared}
+
+
+def probe_with(cell: str, activation: str, **kwargs: Any) -> dict[str, float]:
+    pm = plugin_manager()
+    pm.register(ActivationPlugin(), "test-activations")
+    torch.manual_seed(0)
+    spec = TaskSpec("real", 3, "real", 1, per_token=False)
+    model = build_model(
+        spec,
+        cell=cell,
+        activation=activation,
+        hidden_size=HIDDEN,
+        head="sequence",
+        registry=Registry(pm),
+        **kwargs,
+    )
+    return probe(model, Batch(inputs=torch.randn(4, 7, 3), targets=torch.randn(4))).scalars
+
+
+@pytest.mark.parametrize(
+    ("cell", "activation", "args", "bound"),
+    [
+        ("elman", "tanh", {}, 1.0),
+        ("elman", "relu", {}, 1.0),
+        ("elman", "identity", {}, 1.0),
+        ("elman", "sigmoid", {}, 0.25),
+        ("elman", "leaky_relu", {"negative_slope": 3.0}, 3.0),
+        ("elman", "doubled", {}, 2.0),
+        ("lstm", "tanh", {}, 1.0),
+        ("lstm", "doubled", {}, 2.0),
+        ("irnn", "tanh", {}, 1.0),  # irnn always uses relu
+    ],
+)
+def test_probe_logs_the_declared_bound_on_the_activation_derivative(
+    cell: str, activation: str, args: dict[str, Any], bound: float
+) -> None:
+    scalars = probe_with(cell, activation, activation_args=args)
+    assert scalars["gradflow/act_deriv_bound"] == bound
+    assert scalars["gradflow/act_can_amplify"] == float(bound > 1)
+
+
+def test_probe_bound_is_the_largest_over_the_activations_in_use() -> None:
+    pm = plugin_manager()
+    torch.manual_seed(0)
+    spec = TaskSpec("real", 3, "real", 1, per_token=False)
+    model = build_model(
+        spec, cell="elman", hidden_size=HIDDEN, num_layers=2, head="sequence", registry=Registry(pm)
+    )
+    batch = Batch(inputs=torch.randn(4, 7, 3), targets=torch.randn(4))
+    assert probe(model, batch).scalars["gradflow/act_deriv_bound"] == 1.0
+    model.recurrence.cell(1).activation = Doubled()  # type: ignore[assignment]
+    scalars = probe(model, batch).scalars
+    assert scalars["gradflow/act_deriv_bound"] == 2.0
+    assert scalars["gradflow/act_can_amplify"] == 1.0
+
+
+def test_an_undeclared_derivative_range_logs_no_bound() -> None:
+    scalars = probe_with("elman", "undeclared")
+    assert "gradflow/act_deriv_mean" in scalars
+    assert "gradflow/act_deriv_bound" not in scalars
+    assert "gradflow/act_can_amplify" not in scalars
 
 
 def test_figures_are_redrawn_within_their_time_budget(tmp_path: Path) -> None:
