@@ -2,8 +2,10 @@
 
 The lecture's argument, measured: the gradient of the loss at step T with respect
 to the state at step t is a product of T - t Jacobians, and for tanh each carries a
-factor g'(z) <= 1. A probe runs the reference step loop on a small batch and
-computes, by autograd on the per-step states:
+factor g'(z) <= 1. A probe runs the model on a small batch with
+``return_states=True``: the recurrence engine (:mod:`rnnzoo.recurrence`) then
+skips the fused kernels and runs its generic step loop, which records every
+step's state. It computes, by autograd on those per-step states:
 
 * ``dL/dh_t`` for every step t (total derivative through the recurrence);
 * ``dL_T/dh_t`` for the loss at one step T, against the distance T - t, summarised
@@ -11,6 +13,9 @@ computes, by autograd on the per-step states:
   which it has fallen 10x and 1000x below its value at T);
 * the mean activation derivative g'(z), and the fraction of units whose
   derivative is zero (dead ReLUs, saturated hardtanh);
+* the bound on |g'(z)| that the activations in use declare
+  (``Activation.derivative_range``), and whether it exceeds 1: whether the
+  activation itself can make the gradient grow from step to step;
 * the largest singular value of each recurrent weight matrix.
 
 Here ``h_t`` stands for the whole state the cell passes to step t + 1: for an
@@ -37,6 +42,7 @@ from rnnzoo.head import summed_loss
 from rnnzoo.model import RNNModel
 from rnnzoo.recurrence import reverse_padded
 from rnnzoo.task import Batch
+from rnnzoo.tracking import json_safe
 
 
 @dataclass
@@ -135,8 +141,10 @@ def _step_norms(
 
 def _activation_stats(records: list[tuple[Activation, list[Tensor]]]) -> dict[str, float]:
     """Mean g'(z) over every recorded pre-activation; the fraction with g'(z) = 0
-    when an activation can die."""
-    sums, zeros, units = [], [], 0
+    when an activation can die; the largest |g'(z)| that the declared
+    ``derivative_range`` of the activations in use allows, and whether it exceeds
+    1 (left out when one of them declares no range)."""
+    sums, zeros, bounds, units = [], [], [], 0
     can_die = False
     for act, zs in records:
         if not zs:
@@ -144,6 +152,7 @@ def _activation_stats(records: list[tuple[Activation, list[Tensor]]]) -> dict[st
         d = act.derivative(torch.cat([z.reshape(-1) for z in zs]).float())
         sums.append(d.sum())
         zeros.append((d == 0).sum().float())
+        bounds.append(act.derivative_bound)
         units += d.numel()
         can_die = can_die or type(act).can_die
     if not units:
@@ -152,12 +161,18 @@ def _activation_stats(records: list[tuple[Activation, list[Tensor]]]) -> dict[st
     stats = {"gradflow/act_deriv_mean": total / units}
     if can_die:
         stats["gradflow/act_zero_frac"] = zero / units
+    bound = max(bounds)
+    if math.isfinite(bound):
+        stats["gradflow/act_deriv_bound"] = bound
+        stats["gradflow/act_can_amplify"] = float(bound > 1)
     return stats
 
 
 def probe(model: RNNModel, batch: Batch, loss_step: int = -1) -> GradflowResult:
     """Measure the gradient flow of ``model`` on ``batch`` (in eval mode, through
-    the reference step loop; nothing is accumulated into the parameters' ``.grad``).
+    the engine's generic step loop, which records every step's state: the model
+    runs with ``return_states=True``, so no fused kernel; nothing is accumulated
+    into the parameters' ``.grad``).
 
     ``loss_step`` picks the loss followed back in time for per-token heads (-1:
     the last step, capped at the shortest sequence); a sequence head's loss is at
@@ -249,21 +264,10 @@ def parameter_grad_norms(model: torch.nn.Module, prefix: str) -> dict[str, float
     return out
 
 
-def _json_safe(value: Any) -> Any:
-    """JSON has no NaN or Inf: write them as strings, as metrics.jsonl does."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
-
-
 def as_record(step: int, result: GradflowResult) -> dict[str, Any]:
     """The JSON line written to ``gradflow.jsonl`` for one probe: the scalars,
     ``grad_h`` (``||dL/dh_t||`` per key) and ``grad_h_last_loss`` (``||dL_T/dh_t||``)."""
-    return _json_safe(
+    return json_safe(
         {
             "step": step,
             "loss_step": result.loss_step,

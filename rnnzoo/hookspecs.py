@@ -55,8 +55,12 @@ def rnnzoo_activations() -> dict[str, Callable[..., Any]]:
 
     Each class subclasses :class:`rnnzoo.Activation` and is called with its
     settings only (for example ``negative_slope``), from ``model.activation_args``.
-    Declare ``derivative_range`` so gradient-flow statistics can say whether the
-    activation can amplify the gradient.
+    Declare ``derivative_range = (low, high)``, the interval ``g'(z)`` lies in:
+    gradient-flow probes log the bound it puts on ``|g'(z)|`` as
+    ``gradflow/act_deriv_bound`` and whether it exceeds 1 as
+    ``gradflow/act_can_amplify``; ``rnnzoo describe`` prints
+    ``Activation.amplification_note()``. Without it nothing is known and both
+    scalars are left out.
 
     :returns: ``{name: cls}``, for example ``{"tanh": Tanh}``.
     """

@@ -14,21 +14,16 @@ from rnnzoo.errors import RnnzooError
 from rnnzoo.files import write_text_atomic
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN or Inf; write them as strings so the line stays valid."""
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or Inf; write them as strings (``"nan"``, ``"inf"``), in
+    lists and dicts too, so the line stays valid."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
     return value
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                rows.append(json.loads(line))
-    return rows
 
 
 def truncate_jsonl(path: Path, step: int) -> None:
@@ -51,7 +46,7 @@ def truncate_jsonl(path: Path, step: int) -> None:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (temp file, fsync, rename)."""
-    text = json.dumps({k: _clean(v) for k, v in data.items()}, indent=2, sort_keys=True)
+    text = json.dumps({k: json_safe(v) for k, v in data.items()}, indent=2, sort_keys=True)
     write_text_atomic(path, text)
 
 
@@ -131,7 +126,7 @@ class Tracker:
             wandb.teardown()
 
     def log(self, step: int, values: dict[str, Any]) -> None:
-        scalars = {k: _clean(v) for k, v in values.items() if isinstance(v, (int, float))}
+        scalars = {k: json_safe(v) for k, v in values.items() if isinstance(v, (int, float))}
         self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
         self._jsonl.flush()
         if self.wandb_run is not None:

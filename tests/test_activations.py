@@ -90,3 +90,61 @@ def test_default_derivative_uses_autograd() -> None:
 
     z = torch.linspace(-5, 5, 101, dtype=torch.float64)
     torch.testing.assert_close(Softsign().derivative(z), 1 / (1 + z.abs()) ** 2)
+
+
+# -- what the derivative range says about the gradient -----------------------------
+
+
+class Doubled(Activation):
+    """2 tanh(z): g'(z) = 2 (1 - tanh(z)^2) lies in (0, 2]."""
+
+    derivative_range = (0.0, 2.0)
+
+    def function(self, z: torch.Tensor) -> torch.Tensor:
+        return 2 * torch.tanh(z)
+
+
+class Undeclared(Activation):
+    """A plugin activation that gives its function only."""
+
+    def function(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(z)
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "bound", "note"),
+    [
+        ("tanh", {}, 1.0, "g'(z) lies in [0, 1]: the activation never amplifies"),
+        ("relu", {}, 1.0, "g'(z) lies in [0, 1]: the activation never amplifies"),
+        ("hardtanh", {}, 1.0, "g'(z) lies in [0, 1]: the activation never amplifies"),
+        ("identity", {}, 1.0, "g'(z) lies in [1, 1]: the activation never amplifies"),
+        ("leaky_relu", {}, 1.0, "g'(z) lies in [0.01, 1]: the activation never amplifies"),
+        ("sigmoid", {}, 0.25, "g'(z) lies in [0, 0.25]: the activation shrinks the gradient"),
+        ("leaky_relu", {"negative_slope": 3.0}, 3.0, "g'(z) lies in [1, 3]: it can exceed 1"),
+    ],
+)
+def test_amplification_note_follows_the_declared_range(
+    registry: Registry, name: str, args: dict[str, Any], bound: float, note: str
+) -> None:
+    activation = build(registry, name, args)
+    assert activation.derivative_bound == bound
+    assert activation.amplification_note().startswith(note)
+    # the words agree with the derivative itself, sampled far into both tails
+    z = torch.linspace(-30, 30, 60001, dtype=torch.float64)
+    amplifies = bool((activation.derivative(z).abs() > 1).any())
+    assert amplifies == ("can amplify" in activation.amplification_note())
+    assert amplifies == (bound > 1)
+
+
+def test_a_plugin_range_past_1_can_amplify_and_no_range_is_unknown() -> None:
+    doubled = Doubled()
+    assert doubled.derivative_bound == 2.0
+    assert doubled.amplification_note() == (
+        "g'(z) lies in [0, 2]: it can exceed 1, so the activation can amplify the "
+        "gradient, which can grow (explode) through time"
+    )
+    assert float(doubled.derivative(torch.zeros(1, dtype=torch.float64))) == pytest.approx(2.0)
+    undeclared = Undeclared()
+    assert undeclared.derivative_bound == float("inf")
+    assert "unknown" in undeclared.amplification_note()
+    assert "derivative_range" in undeclared.amplification_note()

@@ -137,3 +137,29 @@ def test_console_script() -> None:
     assert proc.stderr == (
         "Error: Unknown cell 'lstn'. Did you mean 'lstm'? (see: rnnzoo list cells)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("tanh", "g'(z) lies in [0, 1]: the activation never amplifies the gradient"),
+        ("sigmoid", "g'(z) lies in [0, 0.25]: the activation shrinks the gradient"),
+    ],
+)
+def test_describe_an_activation_says_what_it_does_to_the_gradient(name: str, says: str) -> None:
+    result = rnnzoo("describe", name)
+    assert result.code == 0, result.output
+    assert f"gradient flow (default settings): {says}" in result.out
+
+
+def test_describe_says_when_an_activation_can_amplify(tmp_path: Path) -> None:
+    plugin = tmp_path / "steep.py"
+    plugin.write_text(
+        "import torch\nfrom rnnzoo import Activation, hookimpl\n\n"
+        "class Steep(Activation):\n    derivative_range = (0.0, 2.0)\n"
+        "    def function(self, z):\n        return 2 * torch.tanh(z)\n\n"
+        "@hookimpl\ndef rnnzoo_activations():\n    return {'steep': Steep}\n"
+    )
+    result = rnnzoo("-p", plugin, "describe", "steep")
+    assert result.code == 0, result.output
+    assert "g'(z) lies in [0, 2]: it can exceed 1" in result.out

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from jsonl import read_jsonl
 from torch import nn
 
 from rnnzoo import config
 from rnnzoo.errors import ConfigError
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
-from rnnzoo.tracking import read_jsonl
 from rnnzoo.training import Trainer
 
 REGISTRY = Registry(plugin_manager())
@@ -95,6 +95,8 @@ def test_clip_adaptive_unit_by_unit():
         for w_row, g_row in rows:
             limit = clipping * max(float(w_row.norm()), eps)
             g_norm = float(g_row.norm())
+            # far from the limit: float rounding cannot decide whether it clips
+            assert abs(g_norm / limit - 1) > 1e-3
             units += 1
             if g_norm > limit:
                 clipped += 1
@@ -110,12 +112,15 @@ def test_clip_adaptive_unit_by_unit():
     assert stats["norm_preclip"] == pytest.approx(norm, rel=1e-6)
 
 
-def elman_bptt_by_hand(model, batch, clip, items):
+def elman_bptt_by_hand(model, batch, items, mode=None, m=None):
     """Backpropagation through time for a tanh Elman RNN with a per-token
-    softmax head, written out step by step (no autograd), clipping dL/dh_t with
-    ``clip`` before it flows into step t - 1. Returns the gradients by parameter
-    name, the largest per-sequence norm and largest element of each step's dL/dh_t
-    before clipping, and the share of steps that clipping changed."""
+    softmax head, written out step by step (no autograd), clipping dL/dh_t
+    before it flows into step t - 1: each element to [-m, m] (``mode='value'``)
+    or each sequence's vector to a norm of at most m (``mode='norm'``); no
+    clipping when ``mode`` is None. Returns the gradients by parameter name, the
+    largest per-sequence norm and largest element of each step's dL/dh_t before
+    clipping, the share of steps that clipping changed, and every per-sequence
+    norm and element magnitude, by mode: the values a clipper compares with m."""
     p = {n: t.detach().double() for n, t in model.named_parameters()}
     E = p["adapter.embedding.weight"]
     W_ih, W_hh = p["recurrence.cells.0.weight_ih"], p["recurrence.cells.0.weight_hh"]
@@ -130,6 +135,7 @@ def elman_bptt_by_hand(model, batch, clip, items):
     g = {n: torch.zeros_like(t) for n, t in p.items()}
     carry = torch.zeros_like(hs[0])
     norms, elements, changed = [], [], 0
+    compared: dict[str, list[float]] = {"norm": [], "value": []}
     for t in reversed(range(T)):
         h = hs[t + 1]
         probs = torch.softmax(h @ W_o.T + b_o, -1)
@@ -137,18 +143,28 @@ def elman_bptt_by_hand(model, batch, clip, items):
         g["head.project.weight"] += d_logits.T @ h
         g["head.project.bias"] += d_logits.sum(0)
         d_h = d_logits @ W_o + carry
-        norms.append(float(d_h.norm(dim=-1).max()))
+        row_norms = d_h.norm(dim=-1, keepdim=True)
+        norms.append(float(row_norms.max()))
         elements.append(float(d_h.abs().max()))
-        clipped = clip(d_h)
-        changed += int(not torch.equal(clipped, d_h))
-        d_a = clipped * (1 - h**2)
+        compared["norm"] += row_norms.flatten().tolist()
+        compared["value"] += d_h.abs().flatten().tolist()
+        # which values exceed m is decided here, not by comparing the clipped
+        # tensor with the original (m * (1 / m) need not be exactly 1)
+        if mode == "value":
+            changed += bool((d_h.abs() > m).any())
+            d_h = d_h.clamp(-m, m)
+        elif mode == "norm":
+            over = row_norms > m
+            changed += bool(over.any())
+            d_h = torch.where(over, d_h * (m / row_norms), d_h)
+        d_a = d_h * (1 - h**2)
         g["recurrence.cells.0.weight_hh"] += d_a.T @ hs[t]
         g["recurrence.cells.0.weight_ih"] += d_a.T @ x[:, t]
         g["recurrence.cells.0.bias_hh"] += d_a.sum(0)
         g["recurrence.cells.0.bias_ih"] += d_a.sum(0)
         g["adapter.embedding.weight"].index_add_(0, ids[:, t], d_a @ W_ih)
         carry = d_a @ W_hh
-    return g, norms, elements, changed / T
+    return g, norms, elements, changed / T, compared
 
 
 @pytest.mark.parametrize("mode", ["value", "norm"])
@@ -167,14 +183,12 @@ def test_clip_state_matches_bptt_by_hand(tmp_path, mode):
     batch = t.task.train_batch(0, 4)
     items = batch.num_tokens()
 
-    def clip(d_h, m):
-        if mode == "value":
-            return d_h.clamp(-m, m)
-        return d_h * (m / d_h.norm(dim=-1, keepdim=True).clamp(min=m))
-
-    # a threshold that clips some steps and leaves others alone
-    _, norms, elements, _ = elman_bptt_by_hand(t.model, batch, lambda d: d, items)
-    m = sorted(elements if mode == "value" else norms)[len(norms) // 2]
+    # a threshold that clips some steps and leaves others alone: halfway between
+    # two steps' largest values, never on one (float32 rounding would decide)
+    _, norms, elements, _, _ = elman_bptt_by_hand(t.model, batch, items)
+    largest = sorted(set(elements if mode == "value" else norms))
+    middle = len(largest) // 2
+    m = (largest[middle - 1] + largest[middle]) / 2
 
     t = trainer(
         tmp_path,
@@ -182,11 +196,15 @@ def test_clip_state_matches_bptt_by_hand(tmp_path, mode):
         f"controllers.clip_state.max_value={m}",
         f"controllers.clip_state.mode={mode}",
     )
-    want, norms, _, fraction = elman_bptt_by_hand(t.model, batch, lambda d: clip(d, m), items)
+    want, norms, _, fraction, compared = elman_bptt_by_hand(t.model, batch, items, mode, m)
+    # every value compared with m, in the clipped run too, is far from it relative
+    # to float32 rounding: each comparison has one answer on every CPU
+    gap = min(abs(v - m) for v in compared[mode])
+    assert gap > 1e-4 * m, f"threshold {m} is only {gap:.2e} from a compared value"
+    assert 0 < fraction < 1
     t.forward_backward(batch)
     for name, param in t.model.named_parameters():
         torch.testing.assert_close(param.grad.double(), want[name], atol=1e-7, rtol=1e-5)
-    assert 0 < fraction < 1
     stats = t.controllers[0][1].after_backward(t.model)
     assert stats["clipped"] == 1.0
     assert stats["norm_preclip"] == pytest.approx(max(norms), rel=1e-5)

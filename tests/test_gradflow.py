@@ -17,19 +17,26 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from jsonl import read_jsonl
 from torch import Tensor
 from wandb_records import read_run, run_files
 
-from rnnzoo import Batch, TaskSpec, build_model, config, hookimpl
+from rnnzoo import Activation, Batch, TaskSpec, build_model, config, hookimpl
 from rnnzoo.cli import main
 from rnnzoo.events import TrainingRun
-from rnnzoo.gradflow import decay, parameter_grad_norms, probe, reach
+from rnnzoo.gradflow import (
+    GradflowResult,
+    as_record,
+    decay,
+    parameter_grad_norms,
+    probe,
+    reach,
+)
 from rnnzoo.gradflow_demo import run_demo
 from rnnzoo.model import RNNModel
 from rnnzoo.plots import GradflowFigures
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
-from rnnzoo.tracking import read_jsonl
 from rnnzoo.training import Trainer
 
 HIDDEN = 6
@@ -129,6 +136,14 @@ def assert_curves_close(logged: list[float], expected: list[float]) -> None:
     assert logged == pytest.approx(expected, rel=1e-4, abs=1e-12)
 
 
+def reach_bounds(curve: list[float], factor: float, rel: float = 1e-3) -> tuple[float, float]:
+    """The reaches of ``curve`` for every threshold within ``rel`` of ``factor``.
+    One value, unless a point of the curve lies that close to the threshold: then
+    float rounding in the probe decides on which side it falls, and either reach
+    is right."""
+    return reach(curve, factor * (1 - rel)), reach(curve, factor * (1 + rel))
+
+
 def check_probe_against_reference(trainer: Trainer, step: int, loss_step: int) -> None:
     """The probe logged at ``step`` (the last one: the model still has its weights)
     against the hand-unrolled RNN on the same probe batch."""
@@ -143,8 +158,11 @@ def check_probe_against_reference(trainer: Trainer, step: int, loss_step: int) -
     last = expected["grad_h_last_loss"]["layer0/dir0"]
     assert_curves_close(record["grad_h_last_loss"]["layer0/dir0"], last)
     logged = rows_at(trainer.run_dir, step, "gradflow/reach10")
-    assert logged["gradflow/reach10"] == reach(last, 10)
-    assert logged["gradflow/reach1000"] == reach(last, 1000)
+    for factor in (10, 1000):
+        key = f"gradflow/reach{factor}"
+        assert logged[key] == reach(record["grad_h_last_loss"]["layer0/dir0"], factor)
+        low, high = reach_bounds(last, factor)
+        assert low <= logged[key] <= high
     assert logged["gradflow/decay"] == pytest.approx(decay(last), rel=1e-3)
     assert logged["gradflow/act_deriv_mean"] == pytest.approx(expected["act_deriv_mean"], rel=1e-5)
     assert logged["gradflow/sigma_max"] == pytest.approx(expected["sigma_max"], rel=1e-5)
@@ -289,6 +307,8 @@ def test_wandb_offline_run_holds_the_gradflow_keys(adding_run: Trainer) -> None:
         "gradflow/reach1000",
         "gradflow/decay",
         "gradflow/act_deriv_mean",
+        "gradflow/act_deriv_bound",
+        "gradflow/act_can_amplify",
         "gradflow/sigma_max",
         "gradflow/grad_h_first",
         "gradflow/grad_h_last",
@@ -315,18 +335,22 @@ def test_relu_zero_fraction_and_mean_derivative() -> None:
     model = build_model(spec, cell="elman", activation="relu", hidden_size=HIDDEN, head="sequence")
     batch = Batch(inputs=torch.randn(4, 9, 3), targets=torch.randn(4))
     result = probe(model, batch)
-    w = {k: v.detach() for k, v in model.state_dict().items()}
-    h = torch.zeros(4, HIDDEN)
+    w = {k: v.detach().double() for k, v in model.state_dict().items()}
+    h = torch.zeros(4, HIDDEN, dtype=torch.float64)
     zs = []
     for t in range(9):
         z = (
-            batch.inputs[:, t] @ w["recurrence.cells.0.weight_ih"].T
+            batch.inputs[:, t].double() @ w["recurrence.cells.0.weight_ih"].T
             + w["recurrence.cells.0.bias_ih"]
         )
         z = z + h @ w["recurrence.cells.0.weight_hh"].T + w["recurrence.cells.0.bias_hh"]
         h = torch.relu(z)
         zs.append(z)
-    dead = float((torch.stack(zs) <= 0).double().mean())
+    z = torch.stack(zs)
+    # no pre-activation within float32 rounding of 0: its sign, and so whether the
+    # unit is dead, is the same in the model's float32 arithmetic on every CPU
+    assert float(z.abs().min()) > 1e-4
+    dead = float((z <= 0).double().mean())
     assert 0 < dead < 1
     assert result.scalars["gradflow/act_zero_frac"] == pytest.approx(dead)
     assert result.scalars["gradflow/act_deriv_mean"] == pytest.approx(1 - dead)
@@ -381,6 +405,89 @@ def test_sigma_max_is_the_spectral_norm(cell: str) -> None:
     assert "gradflow/act_zero_frac" not in scalars  # tanh never has a zero derivative
 
 
+class Doubled(Activation):
+    """2 tanh(z): g'(z) lies in (0, 2], so a step can amplify the gradient."""
+
+    derivative_range = (0.0, 2.0)
+
+    def function(self, z: Tensor) -> Tensor:
+        return 2 * torch.tanh(z)
+
+
+class Undeclared(Activation):
+    """tanh without a declared derivative range."""
+
+    def function(self, z: Tensor) -> Tensor:
+        return torch.tanh(z)
+
+
+class ActivationPlugin:
+    @hookimpl
+    def rnnzoo_activations(self) -> dict[str, Any]:
+        return {"doubled": Doubled, "undeclared": Undeclared}
+
+
+def probe_with(cell: str, activation: str, **kwargs: Any) -> dict[str, float]:
+    pm = plugin_manager()
+    pm.register(ActivationPlugin(), "test-activations")
+    torch.manual_seed(0)
+    spec = TaskSpec("real", 3, "real", 1, per_token=False)
+    model = build_model(
+        spec,
+        cell=cell,
+        activation=activation,
+        hidden_size=HIDDEN,
+        head="sequence",
+        registry=Registry(pm),
+        **kwargs,
+    )
+    return probe(model, Batch(inputs=torch.randn(4, 7, 3), targets=torch.randn(4))).scalars
+
+
+@pytest.mark.parametrize(
+    ("cell", "activation", "args", "bound"),
+    [
+        ("elman", "tanh", {}, 1.0),
+        ("elman", "relu", {}, 1.0),
+        ("elman", "identity", {}, 1.0),
+        ("elman", "sigmoid", {}, 0.25),
+        ("elman", "leaky_relu", {"negative_slope": 3.0}, 3.0),
+        ("elman", "doubled", {}, 2.0),
+        ("lstm", "tanh", {}, 1.0),
+        ("lstm", "doubled", {}, 2.0),
+        ("irnn", "tanh", {}, 1.0),  # irnn always uses relu
+    ],
+)
+def test_probe_logs_the_declared_bound_on_the_activation_derivative(
+    cell: str, activation: str, args: dict[str, Any], bound: float
+) -> None:
+    scalars = probe_with(cell, activation, activation_args=args)
+    assert scalars["gradflow/act_deriv_bound"] == bound
+    assert scalars["gradflow/act_can_amplify"] == float(bound > 1)
+
+
+def test_probe_bound_is_the_largest_over_the_activations_in_use() -> None:
+    pm = plugin_manager()
+    torch.manual_seed(0)
+    spec = TaskSpec("real", 3, "real", 1, per_token=False)
+    model = build_model(
+        spec, cell="elman", hidden_size=HIDDEN, num_layers=2, head="sequence", registry=Registry(pm)
+    )
+    batch = Batch(inputs=torch.randn(4, 7, 3), targets=torch.randn(4))
+    assert probe(model, batch).scalars["gradflow/act_deriv_bound"] == 1.0
+    model.recurrence.cell(1).activation = Doubled()  # type: ignore[assignment]
+    scalars = probe(model, batch).scalars
+    assert scalars["gradflow/act_deriv_bound"] == 2.0
+    assert scalars["gradflow/act_can_amplify"] == 1.0
+
+
+def test_an_undeclared_derivative_range_logs_no_bound() -> None:
+    scalars = probe_with("elman", "undeclared")
+    assert "gradflow/act_deriv_mean" in scalars
+    assert "gradflow/act_deriv_bound" not in scalars
+    assert "gradflow/act_can_amplify" not in scalars
+
+
 def test_figures_are_redrawn_within_their_time_budget(tmp_path: Path) -> None:
     spec = TaskSpec("real", 2, "real", 1, per_token=False)
     model = build_model(spec, cell="elman", hidden_size=4, head="sequence")
@@ -397,6 +504,24 @@ def test_figures_are_redrawn_within_their_time_budget(tmp_path: Path) -> None:
     assert no_budget.state_dict() == {
         "rows": [result.per_step["layer0/dir0"]] * 2,
         "steps": [10, 20],
+    }
+
+
+def test_a_probe_record_is_valid_json_with_non_finite_values() -> None:
+    result = GradflowResult(
+        scalars={"gradflow/decay": math.nan, "gradflow/reach10": 2.0},
+        per_step={"layer0/dir0": [1.0, math.inf]},
+        last_loss={"layer0/dir0": [-math.inf, 0.5]},
+        loss_step=1,
+    )
+    line = json.dumps(as_record(3, result), allow_nan=False)
+    assert json.loads(line) == {
+        "step": 3,
+        "loss_step": 1,
+        "gradflow/decay": "nan",
+        "gradflow/reach10": 2.0,
+        "grad_h": {"layer0/dir0": [1.0, "inf"]},
+        "grad_h_last_loss": {"layer0/dir0": ["-inf", 0.5]},
     }
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from jsonl import read_jsonl
 from test_tbptt import registry_with_stream
 from wandb_records import read_run, run_files
 
 from rnnzoo import checkpoint, config
 from rnnzoo.cli import main
-from rnnzoo.tracking import read_jsonl
 from rnnzoo.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

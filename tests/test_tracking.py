@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from jsonl import read_jsonl
 from wandb_records import payloads, read_run, run_files
 
 from rnnzoo import config
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
-from rnnzoo.tracking import Tracker, read_jsonl, truncate_jsonl
+from rnnzoo.tracking import Tracker, truncate_jsonl
 from rnnzoo.training import Trainer
 
 REGISTRY = Registry(plugin_manager())

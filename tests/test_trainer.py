@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from jsonl import read_jsonl
 
 from rnnzoo import checkpoint, config
 from rnnzoo.cli import main
 from rnnzoo.errors import CheckpointError, ConfigError
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
-from rnnzoo.tracking import read_jsonl
 from rnnzoo.training import Trainer
 from rnnzoo.training.device import resolve_device
 from rnnzoo.training.evaluate import main_metric, track_best

@@ -113,8 +113,8 @@ class ClipState(GradController):
 
     ``norm_preclip`` is the largest per-sequence norm of a dL/dh_t before its
     clipping; ``step_clip_fraction`` the share of (layer, step) gradients changed.
-    Needs the per-step states, so the reference step loop runs instead of a
-    fused kernel."""
+    Needs the per-step states, so the model runs the generic step loop, which
+    records every state, instead of a fused kernel."""
 
     needs_step_states = True
 

@@ -8,6 +8,7 @@ import textwrap
 import click
 
 from rnnzoo import config
+from rnnzoo.activation import Activation
 from rnnzoo.commands.common import OVERRIDES, cli_plugins, plugin_option, registry
 from rnnzoo.errors import UsageError, did_you_mean
 from rnnzoo.plugins import PluginManager, plugin_manager
@@ -61,6 +62,10 @@ def _describe(c: Component, origin: str) -> str:
     for p in params:
         default = "required" if p.required else f"default {p.default!r}"
         lines.append(f"  {p.name}: {p.type_name} ({default})")
+    if c.kind == "activation" and not any(p.required for p in params):
+        built = c.build({}, "model.activation_args")
+        if isinstance(built, Activation):
+            lines += ["", f"gradient flow (default settings): {built.amplification_note()}"]
     return "\n".join(lines)
 
 
