@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from rnnzoo.cell import Cell, State
 from rnnzoo.errors import DataError, UsageError
-from rnnzoo.fastloop import fast_step_loop
 
 
 @dataclass
@@ -45,24 +44,35 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
 def step_loop(
     cell: Cell, x: Tensor, state: State, lengths: Tensor | None, record: bool
 ) -> tuple[Tensor, State, list[State]]:
-    """The reference implementation: one call of ``cell.forward`` per time step.
+    """Run ``cell`` over ``x [B, T, input_size]`` one step at a time: one call of
+    ``cell.forward`` per step on the output of ``cell.project_input``.
 
-    Padded steps (``t >= lengths[b]``) leave the state unchanged and output zeros.
+    Returns the outputs ``[B, T, output_size]``, the final state and, with
+    ``record``, the state after every step. Padded steps (``t >= lengths[b]``)
+    leave the state unchanged and output zeros.
+
+    The steps are taken with one ``unbind``: its single backward node stacks the
+    ``T`` step gradients once, where indexing ``projected[:, t]`` would make every
+    step's backward write a zero-filled gradient of the whole sequence (quadratic
+    in ``T``). :func:`rnnzoo.testing.reference_step_loop` is the indexing version,
+    which tests compare this loop with.
     """
     steps = x.shape[1]
-    projected = cell.project_input(x)
+    inputs = cell.project_input(x).unbind(1)
     real_until = steps if lengths is None else int(lengths.min())
-    mask = None if lengths is None else step_mask(lengths, steps, x.device)
+    real_steps: tuple[Tensor, ...] = ()
+    if lengths is not None:
+        real_steps = step_mask(lengths, steps, x.device).T[..., None].unbind(0)
     outputs: list[Tensor] = []
     recorded: list[State] = []
-    for t in range(steps):
-        output, new_state = cell(projected[:, t], state)
-        if t >= real_until:
-            assert mask is not None
-            real = mask[:, t, None]
-            masked = tuple(torch.where(real, n, s) for n, s in zip(new_state, state, strict=True))
+    for t, x_t in enumerate(inputs):
+        output, new_state = cell(x_t, state)
+        if t >= real_until:  # some sequences have ended: keep their state, output zeros
+            real = real_steps[t]
+            new_state = tuple(
+                torch.where(real, n, s) for n, s in zip(new_state, state, strict=True)
+            )
             output = output.masked_fill(~real, 0.0)
-            new_state = masked
         state = new_state
         outputs.append(output)
         if record:
@@ -80,8 +90,9 @@ class Recurrence(nn.Module):
     direction, variable lengths, initial state in and final state out.
 
     Each layer and direction has its own cell, built by ``make_cell(input_size,
-    hidden_size)``. Built-in cells use their fused kernel when ``fused`` is true and
-    no per-step states are requested; the step loop is the reference.
+    hidden_size)``. A cell's :meth:`~rnnzoo.cell.Cell.forward_sequence` (the
+    built-in cells' fused kernels) runs when ``fused`` is true and no per-step
+    states are requested; otherwise, and where it returns ``None``, :func:`step_loop`.
     """
 
     def __init__(
@@ -171,9 +182,7 @@ class Recurrence(nn.Module):
                 if self.fused and not return_states:
                     result = cell.forward_sequence(seq, state[index], lengths)
                 if result is None:
-                    out, last, steps = fast_step_loop(
-                        cell, seq, state[index], lengths, return_states
-                    )
+                    out, last, steps = step_loop(cell, seq, state[index], lengths, return_states)
                 else:
                     (out, last), steps = result, []
                 outputs.append(out if d == 0 else reverse_padded(out, lengths))

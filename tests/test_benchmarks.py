@@ -81,7 +81,7 @@ def test_cell_and_plugin_benchmarks_report_every_contender() -> None:
     lstm = rows[1]  # 8 x 20 steps x 4 gates x 64 units saved for backward: > 0.1 MiB
     assert lstm["rnnzoo peak MiB"] >= 0.1 and lstm["torch.nn peak MiB"] >= 0.1
     plugin = bench_plugin_cell.run(2, 5, 8, 1, 0.0, CPU, False, lines.append)
-    for contender in ("torch.nn", "fast_step_loop", "hand loop", "engine", "step_loop"):
+    for contender in ("torch.nn", "step_loop", "engine", "hand loop", "reference loop"):
         assert plugin[f"{contender} / torch.nn"] > 0
     assert plugin["torch.nn / torch.nn"] == 1.0
     assert len(lines) == 4  # one progress line per row

@@ -1,4 +1,5 @@
-"""fast_step_loop against the reference step loop: outputs, states and gradients."""
+"""The engine's step loop against the reference loop of rnnzoo.testing: outputs,
+final and per-step states, and every gradient, with and without padding."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import torch
 from rnnzoo_example_plugin import MinimalGatedCell
 
 from rnnzoo.cell import Cell
-from rnnzoo.fastloop import fast_step_loop
 from rnnzoo.recurrence import step_loop
+from rnnzoo.testing import reference_step_loop
 from rnnzoo_plugins.activations import ReLU, Tanh
 from rnnzoo_plugins.cells.elman import ElmanCell
 from rnnzoo_plugins.cells.gru import GRUCell
@@ -43,15 +44,20 @@ def run(loop, cell: Cell, x: torch.Tensor, lengths: torch.Tensor | None):
     return out, final, recorded, grads
 
 
+#: no padding; padding from step 5 on (the first steps unmasked); a sequence of one
+#: step and one of none (every step masked)
+LENGTHS = {"full": None, "padded": [13, 9, 5, 7], "empty": [13, 9, 1, 0]}
+
+
 @pytest.mark.parametrize("name", sorted(CELLS))
-@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
-def test_matches_reference_step_loop(name: str, padded: bool) -> None:
+@pytest.mark.parametrize("case", list(LENGTHS))
+def test_step_loop_matches_reference_loop(name: str, case: str) -> None:
     torch.manual_seed(0)
     cell = CELLS[name](5, 8)
     x = torch.randn(4, 13, 5)
-    lengths = torch.tensor([13, 9, 1, 0]) if padded else None
-    ref = run(step_loop, cell, x, lengths)
-    fast = run(fast_step_loop, cell, x, lengths)
+    lengths = None if LENGTHS[case] is None else torch.tensor(LENGTHS[case])
+    ref = run(reference_step_loop, cell, x, lengths)
+    fast = run(step_loop, cell, x, lengths)
     torch.testing.assert_close(fast[0], ref[0], **TOL)
     for got, want in zip(fast[1], ref[1], strict=True):
         torch.testing.assert_close(got, want, **TOL)
@@ -69,11 +75,9 @@ def test_padded_steps_output_zeros_and_keep_the_state() -> None:
     cell = LSTMCell(3, 4, Tanh())
     x = torch.randn(2, 6, 3)
     state = cell.initial_state(2, x.device)
-    out, final, _ = fast_step_loop(cell, x, state, torch.tensor([6, 2]), False)
+    out, final, _ = step_loop(cell, x, state, torch.tensor([6, 2]), False)
     assert torch.count_nonzero(out[1, 2:]) == 0
-    short, short_final, _ = fast_step_loop(
-        cell, x[1:, :2], cell.initial_state(1, x.device), None, False
-    )
+    short, short_final, _ = step_loop(cell, x[1:, :2], cell.initial_state(1, x.device), None, False)
     torch.testing.assert_close(out[1, :2], short[0], **TOL)
     for got, want in zip(final, short_final, strict=True):
         torch.testing.assert_close(got[1], want[0], **TOL)
