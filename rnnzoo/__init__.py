@@ -8,7 +8,6 @@ from rnnzoo.activation import Activation
 from rnnzoo.cell import Cell, State
 from rnnzoo.controller import GradController, Window
 from rnnzoo.head import Head
-from rnnzoo.recurrent_linear import recurrent_linear
 from rnnzoo.task import Batch, Task, TaskSpec
 
 __version__ = "0.1.0"
@@ -28,7 +27,6 @@ __all__ = [
     "__version__",
     "build_model",
     "hookimpl",
-    "recurrent_linear",
 ]
 
 

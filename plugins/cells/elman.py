@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnzoo import Activation, Cell, State, hookimpl, recurrent_linear
+from rnnzoo import Activation, Cell, State, hookimpl
 from rnnzoo_plugins.activations import ReLU, Tanh
 from rnnzoo_plugins.cells.fused import KERNELS, fusable, run_fused
 
@@ -46,7 +46,7 @@ class ElmanCell(Cell):
 
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         (h,) = state
-        h = self.activation(x_t + recurrent_linear(h, self.weight_hh, self.bias_hh))
+        h = self.activation(x_t + F.linear(h, self.weight_hh, self.bias_hh))
         return h, (h,)
 
     def forward_sequence(

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnzoo import Activation, Cell, State, hookimpl, recurrent_linear
+from rnnzoo import Activation, Cell, State, hookimpl
 from rnnzoo_plugins.activations import Tanh
 from rnnzoo_plugins.cells.fused import KERNELS, fusable, run_fused
 
@@ -43,7 +43,7 @@ class GRUCell(Cell):
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         (h,) = state
         x_r, x_z, x_n = x_t.chunk(3, dim=1)
-        h_r, h_z, h_n = recurrent_linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=1)
+        h_r, h_z, h_n = F.linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=1)
         r = torch.sigmoid(x_r + h_r)
         z = torch.sigmoid(x_z + h_z)
         n = self.activation(x_n + r * h_n)

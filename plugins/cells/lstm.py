@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnzoo import Activation, Cell, State, hookimpl, recurrent_linear
+from rnnzoo import Activation, Cell, State, hookimpl
 from rnnzoo_plugins.activations import Tanh
 from rnnzoo_plugins.cells.fused import KERNELS, fusable, run_fused
 
@@ -55,7 +55,7 @@ class LSTMCell(Cell):
 
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         h, c = state
-        gates = x_t + recurrent_linear(h, self.weight_hh, self.bias_hh)
+        gates = x_t + F.linear(h, self.weight_hh, self.bias_hh)
         i, f, g, o = gates.chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * self.activation(g)
         h = torch.sigmoid(o) * self.activation(c)
