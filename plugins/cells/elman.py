@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from rnnzoo import Activation, Cell, State, hookimpl
 from rnnzoo_plugins.activations import ReLU, Tanh
-from rnnzoo_plugins.cells.fused import KERNELS, fusable, run_fused
+from rnnzoo_plugins.cells.fused import FusedKernel, fusable
 
 _KERNEL_OF = {Tanh: "rnn_tanh", ReLU: "rnn_relu"}
 
@@ -40,6 +40,8 @@ class ElmanCell(Cell):
         bound = init_scale / math.sqrt(hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
+        kind = _KERNEL_OF.get(type(activation))
+        self.kernel = None if kind is None else FusedKernel(kind, input_size, hidden_size)
 
     def project_input(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight_ih, self.bias_ih)
@@ -52,11 +54,10 @@ class ElmanCell(Cell):
     def forward_sequence(
         self, x: Tensor, state: State, lengths: Tensor | None
     ) -> tuple[Tensor, State] | None:
-        kind = next((k for a, k in _KERNEL_OF.items() if fusable(self.activation, a)), None)
-        if kind is None:
+        if self.kernel is None or not fusable(self.activation, *_KERNEL_OF):
             return None
         weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
-        return run_fused(KERNELS[kind], x, state, weights, lengths)
+        return self.kernel(x, state, weights, lengths)
 
     def recurrent_weights(self) -> dict[str, Tensor]:
         return {"weight_hh": self.weight_hh}
