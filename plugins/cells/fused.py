@@ -117,7 +117,10 @@ class FusedKernel:
         the output packed where ``inputs`` is."""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_UNFLAT_WEIGHTS)
-            return torch.func.functional_call(self.template, params, (inputs, h0))
+            # the template ties no weights: skip looking for ties
+            return torch.func.functional_call(
+                self.template, params, (inputs, h0), tie_weights=False
+            )
 
 
 def _squeeze(final: Tensor | tuple[Tensor, ...]) -> State:
