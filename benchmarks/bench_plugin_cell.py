@@ -4,17 +4,18 @@ The cell is :class:`plugin_lstm.PluginLSTM` (LSTM maths, no fused kernel), the
 fused equivalent ``nn.LSTM``. Contenders, each forward + backward of
 ``outputs.sum()``:
 
-* ``engine``: :class:`rnnzoo.recurrence.Recurrence` over the plugin cell, i.e.
-  whatever step loop the engine runs today;
-* ``step_loop``: the reference :func:`rnnzoo.recurrence.step_loop`;
-* ``fast_step_loop``: :func:`rnnzoo.fastloop.fast_step_loop`;
+* ``step_loop``: the engine's :func:`rnnzoo.recurrence.step_loop` called directly;
+* ``engine``: :class:`rnnzoo.recurrence.Recurrence` over the plugin cell (the step
+  loop plus the engine's bookkeeping), as ``rnnzoo train`` runs it;
+* ``reference loop``: :func:`rnnzoo.testing.reference_step_loop`, the naive loop
+  that indexes ``projected[:, t]``;
 * ``hand loop``: an ``nn.LSTMCell`` Python loop, for scale;
-* with ``variants``: the fast loop writing into a preallocated output tensor,
-  with a ``torch.jit.script``-ed step, and with a ``torch.compile``-d cell (its
-  compile time is reported separately).
+* with ``variants``: the step loop's maths writing into a preallocated output
+  tensor, the step loop with a ``torch.jit.script``-ed step, and with a
+  ``torch.compile``-d cell (its compile time is reported separately).
 
-``step_loop``'s backward is quadratic in the sequence length, so it (and the
-engine, while the engine runs it) is left out where ``steps`` is over 200.
+The reference loop's backward is quadratic in the sequence length, so it is left
+out where ``steps`` is over 200.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from plugin_lstm import PluginLSTM
 from torch import Tensor, nn
 
 from rnnzoo.cell import State
-from rnnzoo.fastloop import fast_step_loop
 from rnnzoo.recurrence import Recurrence, step_loop
+from rnnzoo.testing import reference_step_loop
 
 QUADRATIC_FROM = 200
 
@@ -100,12 +101,12 @@ def run(
     lstm_cell = nn.LSTMCell(INPUT, hidden).to(device)
     fns: dict[str, Fn] = {
         "torch.nn": train_step(reference, lambda v: reference(v)[0], x),
-        "fast_step_loop": train_step(cell, loop(fast_step_loop, cell), x),
+        "step_loop": train_step(cell, loop(step_loop, cell), x),
+        "engine": train_step(engine, lambda v: engine(v).outputs, x),
         "hand loop": train_step(lstm_cell, hand_loop(lstm_cell, True), x),
     }
     if steps <= QUADRATIC_FROM:
-        fns["engine"] = train_step(engine, lambda v: engine(v).outputs, x)
-        fns["step_loop"] = train_step(cell, loop(step_loop, cell), x)
+        fns["reference loop"] = train_step(cell, loop(reference_step_loop, cell), x)
     result: dict[str, object] = {
         "device": device.type,
         "batch": batch,
@@ -114,9 +115,9 @@ def run(
     }
     if variants:
         fns["preallocated outputs"] = train_step(cell, preallocated(cell), x)
-        fns["jit.script step"] = train_step(cell, loop(fast_step_loop, ScriptedStep(cell)), x)
+        fns["jit.script step"] = train_step(cell, loop(step_loop, ScriptedStep(cell)), x)
         compiled = torch.compile(cell, dynamic=False)
-        fns["torch.compile step"] = train_step(cell, loop(fast_step_loop, compiled), x)
+        fns["torch.compile step"] = train_step(cell, loop(step_loop, compiled), x)
         start = time.perf_counter()
         fns["torch.compile step"]()
         result["torch.compile step first call s"] = round(time.perf_counter() - start, 1)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnzoo import Cell, State, hookimpl, recurrent_linear
+from rnnzoo import Cell, State, hookimpl
 
 
 class PluginLSTM(Cell):
@@ -36,7 +36,7 @@ class PluginLSTM(Cell):
 
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         h, c = state
-        i, f, g, o = (x_t + recurrent_linear(h, self.weight_hh, self.bias_hh)).chunk(4, dim=1)
+        i, f, g, o = (x_t + F.linear(h, self.weight_hh, self.bias_hh)).chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, (h, c)

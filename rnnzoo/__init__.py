@@ -8,7 +8,6 @@ from rnnzoo.activation import Activation
 from rnnzoo.cell import Cell, State
 from rnnzoo.controller import GradController, Window
 from rnnzoo.head import Head
-from rnnzoo.recurrent_linear import recurrent_linear
 from rnnzoo.task import Batch, Task, TaskSpec
 
 __version__ = "0.1.0"
@@ -29,7 +28,6 @@ __all__ = [
     "build_model",
     "hookimpl",
     "load_run",
-    "recurrent_linear",
     "train",
 ]
 

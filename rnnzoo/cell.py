@@ -30,10 +30,6 @@ class Cell(nn.Module):
       :meth:`forward` then receives the projected input.
     * :meth:`forward_sequence` runs a whole sequence at once (a fused kernel);
       it returns ``None`` where it does not apply.
-
-    For the product of the previous state with a weight, :func:`rnnzoo.recurrent_linear`
-    in :meth:`forward` lets the step loop form the weight's gradient over blocks of
-    steps instead of one small matmul per step.
     """
 
     state_layout: ClassVar[tuple[str, ...]] = ("h",)

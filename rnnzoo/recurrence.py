@@ -9,8 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnzoo.cell import Cell, State
-from rnnzoo.errors import DataError, UsageError
-from rnnzoo.fastloop import fast_step_loop
+from rnnzoo.errors import DataError, PluginError, UsageError
 
 
 @dataclass
@@ -45,29 +44,73 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
 def step_loop(
     cell: Cell, x: Tensor, state: State, lengths: Tensor | None, record: bool
 ) -> tuple[Tensor, State, list[State]]:
-    """The reference implementation: one call of ``cell.forward`` per time step.
+    """Run ``cell`` over ``x [B, T, input_size]`` one step at a time: one call of
+    ``cell.forward`` per step on the output of ``cell.project_input``.
 
-    Padded steps (``t >= lengths[b]``) leave the state unchanged and output zeros.
+    Returns the outputs ``[B, T, output_size]``, the final state and, with
+    ``record``, the state after every step. Padded steps (``t >= lengths[b]``)
+    leave the state unchanged and output zeros.
+
+    The steps are taken with one ``unbind``: its single backward node stacks the
+    ``T`` step gradients once, where indexing ``projected[:, t]`` would make every
+    step's backward write a zero-filled gradient of the whole sequence (quadratic
+    in ``T``). :func:`rnnzoo.testing.reference_step_loop` is the indexing version,
+    which tests compare this loop with.
     """
     steps = x.shape[1]
-    projected = cell.project_input(x)
+    inputs = cell.project_input(x).unbind(1)
     real_until = steps if lengths is None else int(lengths.min())
-    mask = None if lengths is None else step_mask(lengths, steps, x.device)
+    real_steps: tuple[Tensor, ...] = ()
+    if lengths is not None:
+        real_steps = step_mask(lengths, steps, x.device).T[..., None].unbind(0)
     outputs: list[Tensor] = []
     recorded: list[State] = []
-    for t in range(steps):
-        output, new_state = cell(projected[:, t], state)
-        if t >= real_until:
-            assert mask is not None
-            real = mask[:, t, None]
-            masked = tuple(torch.where(real, n, s) for n, s in zip(new_state, state, strict=True))
+    for t, x_t in enumerate(inputs):
+        output, new_state = cell(x_t, state)
+        if t == 0:
+            check_step(cell, output, new_state, state)
+        if t >= real_until:  # some sequences have ended: keep their state, output zeros
+            real = real_steps[t]
+            new_state = tuple(
+                torch.where(real, n, s) for n, s in zip(new_state, state, strict=True)
+            )
             output = output.masked_fill(~real, 0.0)
-            new_state = masked
         state = new_state
         outputs.append(output)
         if record:
             recorded.append(state)
     return torch.stack(outputs, 1), state, recorded
+
+
+def check_step(cell: Cell, output: object, new_state: object, state: State) -> None:
+    """The first step of a cell keeps the contract: its output is ``[B,
+    output_size]`` and its new state a tuple shaped like the state it was given
+    (one ``[B, hidden_size]`` tensor per name in ``state_layout``)."""
+    kind = type(cell)
+    where = f"Cell {kind.__name__} ({kind.__module__})"
+    fix = "Return (output, state) with state a tuple, as docs/writing-a-plugin.md shows."
+    if not isinstance(new_state, tuple) or len(new_state) != len(state):
+        got = type(new_state).__name__
+        got += f" of {len(new_state)}" if isinstance(new_state, tuple) else ""
+        raise PluginError(
+            f"{where} returned a {got} as its new state; the state is a tuple of "
+            f"{len(state)} tensor(s), one per name in state_layout {cell.state_layout}. {fix}"
+        )
+    for name, new, old in zip(cell.state_layout, new_state, state, strict=False):
+        if not isinstance(new, Tensor) or new.shape != old.shape:
+            shape = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+            raise PluginError(
+                f"{where} returned state '{name}' of shape {shape}; it must keep the "
+                f"shape {tuple(old.shape)} of the state it was given ([batch, "
+                f"hidden_size]). {fix}"
+            )
+    expected = (state[0].shape[0], cell.output_size)
+    if not isinstance(output, Tensor) or tuple(output.shape) != expected:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise PluginError(
+            f"{where} returned an output of shape {shape}; it must be {expected} ([batch, "
+            f"output_size]). {fix}"
+        )
 
 
 def step_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
@@ -80,8 +123,9 @@ class Recurrence(nn.Module):
     direction, variable lengths, initial state in and final state out.
 
     Each layer and direction has its own cell, built by ``make_cell(input_size,
-    hidden_size)``. Built-in cells use their fused kernel when ``fused`` is true and
-    no per-step states are requested; the step loop is the reference.
+    hidden_size)``. A cell's :meth:`~rnnzoo.cell.Cell.forward_sequence` (the
+    built-in cells' fused kernels) runs when ``fused`` is true and no per-step
+    states are requested; otherwise, and where it returns ``None``, :func:`step_loop`.
     """
 
     def __init__(
@@ -171,9 +215,7 @@ class Recurrence(nn.Module):
                 if self.fused and not return_states:
                     result = cell.forward_sequence(seq, state[index], lengths)
                 if result is None:
-                    out, last, steps = fast_step_loop(
-                        cell, seq, state[index], lengths, return_states
-                    )
+                    out, last, steps = step_loop(cell, seq, state[index], lengths, return_states)
                 else:
                     (out, last), steps = result, []
                 outputs.append(out if d == 0 else reverse_padded(out, lengths))

@@ -4,6 +4,7 @@ sequences (truncated-BPTT windows), per-step states, dropout, cell initialisatio
 from __future__ import annotations
 
 from collections.abc import Callable
+from copy import deepcopy
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 
 from rnnzoo import Batch, Cell, State
 from rnnzoo.errors import DataError, UsageError
-from rnnzoo.recurrence import Recurrence, reverse_padded
+from rnnzoo.recurrence import Recurrence, reverse_padded, step_loop
 from rnnzoo_plugins.activations import HardTanh, ReLU, Sigmoid, Tanh
 from rnnzoo_plugins.cells.elman import ElmanCell
 from rnnzoo_plugins.cells.gru import GRUCell
@@ -356,6 +357,26 @@ def test_bad_lengths_and_states_are_reported() -> None:
 # -- built-in cell initialisation ----------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["elman-tanh", "irnn", "lstm", "gru"])
+def test_fused_kernel_adds_nothing_to_the_cell(kind: str) -> None:
+    """The kernel's template module is no part of the cell: its parameters and state
+    dict are the cell's own four, and a copy of the cell runs on the copy's weights."""
+    cell = FUSED[kind](INPUT, HIDDEN)
+    names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+    assert [n for n, _ in cell.named_parameters()] == names
+    assert list(cell.state_dict()) == names
+    copy = deepcopy(cell)
+    with torch.no_grad():
+        copy.weight_hh.mul_(2)
+    x = torch.randn(BATCH, STEPS, INPUT)
+    state = cell.initial_state(BATCH, x.device)
+    ours, theirs = cell.forward_sequence(x, state, None), copy.forward_sequence(x, state, None)
+    assert ours is not None and theirs is not None
+    assert not torch.equal(ours[0], theirs[0])
+    loop, _, _ = step_loop(copy, x, state, None, False)
+    torch.testing.assert_close(theirs[0], loop, atol=1e-6, rtol=1e-5)
+
+
 def test_irnn_starts_at_the_identity() -> None:
     torch.manual_seed(0)
     cell = IRNNCell(INPUT, 64, identity_scale=0.5, input_std=0.01)
@@ -416,3 +437,13 @@ def test_cuda_matches_cpu(kind: str) -> None:
         values, grads = run(gpu, x.cuda(), lengths.cuda(), cuda_state)
         for a, b in zip(cpu_values + cpu_grads, values + grads, strict=True):
             torch.testing.assert_close(b.cpu(), a, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fused_kernel_leaves_the_weights_in_place() -> None:
+    """cuDNN copies a cell's separate weights per call; it must not move them into
+    a buffer of its own (they are the cell's parameters, which an optimizer holds)."""
+    model = recurrence("lstm").cuda()
+    where = [p.data_ptr() for p in model.parameters()]
+    model(torch.randn(BATCH, STEPS, INPUT, device="cuda")).outputs.sum().backward()
+    assert [p.data_ptr() for p in model.parameters()] == where

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnzoo import Activation, Cell, State, hookimpl, recurrent_linear
+from rnnzoo import Activation, Cell, State, hookimpl
 from rnnzoo_plugins.activations import ReLU, Tanh
-from rnnzoo_plugins.cells.fused import KERNELS, fusable, run_fused
+from rnnzoo_plugins.cells.fused import FusedKernel, fusable
 
 _KERNEL_OF = {Tanh: "rnn_tanh", ReLU: "rnn_relu"}
 
@@ -40,23 +40,24 @@ class ElmanCell(Cell):
         bound = init_scale / math.sqrt(hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
+        kind = _KERNEL_OF.get(type(activation))
+        self.kernel = None if kind is None else FusedKernel(kind, input_size, hidden_size)
 
     def project_input(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight_ih, self.bias_ih)
 
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         (h,) = state
-        h = self.activation(x_t + recurrent_linear(h, self.weight_hh, self.bias_hh))
+        h = self.activation(x_t + F.linear(h, self.weight_hh, self.bias_hh))
         return h, (h,)
 
     def forward_sequence(
         self, x: Tensor, state: State, lengths: Tensor | None
     ) -> tuple[Tensor, State] | None:
-        kind = next((k for a, k in _KERNEL_OF.items() if fusable(self.activation, a)), None)
-        if kind is None:
+        if self.kernel is None or not fusable(self.activation, *_KERNEL_OF):
             return None
         weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
-        return run_fused(KERNELS[kind], x, state, weights, lengths)
+        return self.kernel(x, state, weights, lengths)
 
     def recurrent_weights(self) -> dict[str, Tensor]:
         return {"weight_hh": self.weight_hh}

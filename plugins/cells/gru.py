@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnzoo import Activation, Cell, State, hookimpl, recurrent_linear
+from rnnzoo import Activation, Cell, State, hookimpl
 from rnnzoo_plugins.activations import Tanh
-from rnnzoo_plugins.cells.fused import KERNELS, fusable, run_fused
+from rnnzoo_plugins.cells.fused import FusedKernel, fusable
 
 
 class GRUCell(Cell):
@@ -36,6 +36,7 @@ class GRUCell(Cell):
         bound = 1 / math.sqrt(hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
+        self.kernel = FusedKernel("gru", input_size, hidden_size)
 
     def project_input(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight_ih, self.bias_ih)
@@ -43,7 +44,7 @@ class GRUCell(Cell):
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         (h,) = state
         x_r, x_z, x_n = x_t.chunk(3, dim=1)
-        h_r, h_z, h_n = recurrent_linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=1)
+        h_r, h_z, h_n = F.linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=1)
         r = torch.sigmoid(x_r + h_r)
         z = torch.sigmoid(x_z + h_z)
         n = self.activation(x_n + r * h_n)
@@ -56,7 +57,7 @@ class GRUCell(Cell):
         if not fusable(self.activation, Tanh):
             return None
         weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
-        return run_fused(KERNELS["gru"], x, state, weights, lengths)
+        return self.kernel(x, state, weights, lengths)
 
     def recurrent_weights(self) -> dict[str, Tensor]:
         return {"weight_hh": self.weight_hh}

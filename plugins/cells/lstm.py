@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnzoo import Activation, Cell, State, hookimpl, recurrent_linear
+from rnnzoo import Activation, Cell, State, hookimpl
 from rnnzoo_plugins.activations import Tanh
-from rnnzoo_plugins.cells.fused import KERNELS, fusable, run_fused
+from rnnzoo_plugins.cells.fused import FusedKernel, fusable
 
 
 class LSTMCell(Cell):
@@ -45,6 +45,7 @@ class LSTMCell(Cell):
         bound = 1 / math.sqrt(hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
+        self.kernel = FusedKernel("lstm", input_size, hidden_size)
         if forget_bias is not None:
             with torch.no_grad():
                 self.bias_ih[hidden_size : 2 * hidden_size].fill_(forget_bias)
@@ -55,7 +56,7 @@ class LSTMCell(Cell):
 
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         h, c = state
-        gates = x_t + recurrent_linear(h, self.weight_hh, self.bias_hh)
+        gates = x_t + F.linear(h, self.weight_hh, self.bias_hh)
         i, f, g, o = gates.chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * self.activation(g)
         h = torch.sigmoid(o) * self.activation(c)
@@ -67,7 +68,7 @@ class LSTMCell(Cell):
         if not fusable(self.activation, Tanh):
             return None
         weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
-        return run_fused(KERNELS["lstm"], x, state, weights, lengths)
+        return self.kernel(x, state, weights, lengths)
 
     def recurrent_weights(self) -> dict[str, Tensor]:
         return {"weight_hh": self.weight_hh}
