@@ -50,7 +50,7 @@ def _due(run: TrainingRun, step: int) -> _Probes | None:
 @hookimpl
 def rnnzoo_train_start(run: TrainingRun) -> None:
     every = int(run.config.gradflow.every)
-    if every <= 0:
+    if every <= 0 or run.rank != 0:  # data-parallel: rank 0 probes for all
         return
     figures = GradflowFigures(run.run_dir / "gradflow")
     records = run.run_dir / RECORDS

@@ -25,7 +25,8 @@ class TrainingRun(Protocol):
     """A training run as event hooks see it.
 
     ``step`` is the number of optimizer steps taken so far; ``device`` is where the
-    model and batches live. :meth:`log` writes scalars to ``metrics.jsonl`` and W&B
+    model and batches live; ``rank`` is the process's rank under ``torchrun`` (0 in
+    a single process: rank 0 alone writes files, logs and probes). :meth:`log` writes scalars to ``metrics.jsonl`` and W&B
     at the current step; :meth:`log_images` shows PNG files already in the run
     folder as W&B images.
     """
@@ -47,6 +48,9 @@ class TrainingRun(Protocol):
 
     @property
     def device(self) -> torch.device: ...
+
+    @property
+    def rank(self) -> int: ...
 
     def log(self, metrics: Mapping[str, Any]) -> None: ...
 

@@ -110,6 +110,12 @@ class TrainerConfig:
     max_nonfinite: int = 10
     # a progress bar on the terminal; switch off in batch jobs
     progress: bool = True
+    # data-parallel processes under torchrun: null picks gloo on the CPU and NCCL
+    # on CUDA, the backends torch.distributed recommends for each
+    dist_backend: str | None = None
+    # seconds a collective waits for the other processes before the run stops with
+    # an error: long enough for a slow evaluation, short enough to notice a lost rank
+    dist_timeout: int = 300
 
 
 @dataclass
@@ -188,6 +194,10 @@ def check_ranges(cfg: Any) -> list[str]:
             "'optim.warmup_steps' must be >= 0 and 'optim.min_lr_ratio' in [0, 1], got "
             f"{o.warmup_steps} and {o.min_lr_ratio}."
         )
+    if t.dist_timeout < 1:
+        problems.append(f"'trainer.dist_timeout' must be at least 1 second, got {t.dist_timeout}.")
+    if t.dist_backend not in (None, "gloo", "nccl", "mpi"):
+        problems.append(f"'trainer.dist_backend' is '{t.dist_backend}'; choose gloo, nccl or mpi.")
     if g.every < 0 or g.batch_size < 1:
         problems.append("'gradflow.every' must be >= 0 and 'gradflow.batch_size' >= 1.")
     return problems

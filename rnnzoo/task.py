@@ -84,6 +84,22 @@ class Batch:
             reset=move(self.reset),
         )
 
+    def rows(self, start: int, stop: int) -> Batch:
+        """Sequences ``[start, stop)`` of this batch (a data-parallel rank's share)."""
+
+        def part(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[start:stop]
+
+        return replace(
+            self,
+            inputs=self.inputs[start:stop],
+            targets=self.targets[start:stop],
+            lengths=part(self.lengths),
+            ends=part(self.ends),
+            extras={k: v[start:stop] for k, v in self.extras.items()},
+            reset=part(self.reset),
+        )
+
     def window(self, start: int, stop: int, per_token: bool) -> Batch:
         """Steps ``[start, stop)`` of this batch, for truncated BPTT."""
         full = (

@@ -47,6 +47,10 @@ class RunView:
     def device(self) -> torch.device:
         return self._trainer.device
 
+    @property
+    def rank(self) -> int:
+        return self._trainer.ranks.rank
+
     def log(self, metrics: Mapping[str, Any]) -> None:
         if self._trainer.tracker is not None:
             self._trainer.tracker.log(self.step, dict(metrics))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.distributed
 from omegaconf import DictConfig
 
 from rnnzoo.errors import ConfigError
 from rnnzoo.model import RNNModel
 from rnnzoo.task import Task
+from rnnzoo.training.distributed import SINGLE, Ranks, sum_all
 from rnnzoo.training.state import TrainState
 from rnnzoo.training.step import Autocast
 
@@ -25,9 +27,11 @@ def evaluate(
     device: torch.device,
     max_batches: int | None = None,
     amp: Autocast = contextlib.nullcontext,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, float]:
     """``val/loss`` and the task's metrics on its validation data (a stream task's
-    state runs on from batch to batch, as in training)."""
+    state runs on from batch to batch, as in training). Data-parallel ranks each
+    evaluate their rows of every batch and add up their sums."""
     was_training = model.training
     model.eval()
     loss_sum, loss_count = 0.0, 0.0
@@ -37,7 +41,9 @@ def evaluate(
         for i, batch in enumerate(task.val_batches(batch_size)):
             if max_batches is not None and i >= max_batches:
                 break
-            batch = batch.to(device)
+            batch = ranks.shard(batch).to(device)
+            if batch.batch_size == 0:
+                continue
             with amp():
                 out = model(batch, state if task.spec.stream else None)
                 s, c = model.loss(out.predictions, batch)
@@ -50,9 +56,26 @@ def evaluate(
                 acc[1] += count
     finally:
         model.train(was_training)
+    if ranks.active:
+        loss_sum, loss_count, sums = _sum_over_ranks(ranks, loss_sum, loss_count, sums, device)
     result = {"val/loss": loss_sum / max(loss_count, 1.0)}
     result.update({f"val/{k}": v / max(c, 1.0) for k, (v, c) in sums.items()})
     return result
+
+
+def _sum_over_ranks(
+    ranks: Ranks,
+    loss_sum: float,
+    loss_count: float,
+    sums: dict[str, list[float]],
+    device: torch.device,
+) -> tuple[float, float, dict[str, list[float]]]:
+    seen: list[list[str]] = [[] for _ in range(ranks.world)]
+    torch.distributed.all_gather_object(seen, sorted(sums))
+    keys = sorted({k for part in seen for k in part})
+    values = [loss_sum, loss_count] + [x for k in keys for x in sums.get(k, [0.0, 0.0])]
+    total = sum_all(ranks, values, device)
+    return total[0], total[1], {k: total[2 + 2 * i : 4 + 2 * i] for i, k in enumerate(keys)}
 
 
 def main_metric(cfg: DictConfig, task: Task) -> tuple[str, str]:
@@ -101,7 +124,7 @@ def preflight(
     evaluate one validation batch, whose metrics must include the main metric."""
     t = cfg.trainer
     task.train_batch(0, t.batch_size)
-    if not any(True for _ in task.val_batches(t.batch_size)):
+    if sum(1 for _ in task.val_batches(t.batch_size)) == 0:  # reads all of it
         raise ConfigError(
             f"Task '{cfg.task.name}' has no validation data, so it cannot be evaluated. "
             "Point it at a validation set with at least one sequence (see: rnnzoo "

@@ -12,41 +12,34 @@ plugin on those same event hooks.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
-from rnnzoo.build import build_training, plugin_tags
 from rnnzoo.config import to_yaml
-from rnnzoo.errors import CheckpointError
 from rnnzoo.registry import Registry
 from rnnzoo.task import Batch
 from rnnzoo.tracking import Tracker
+from rnnzoo.training import distributed, outcome
 from rnnzoo.training import evaluate as ev
-from rnnzoo.training import outcome
 from rnnzoo.training import step as steps
+from rnnzoo.training.assemble import assemble
 from rnnzoo.training.context import RunView
-from rnnzoo.training.device import autocast, resolve_device
-from rnnzoo.training.optim import lr_at, make_optimizer, set_lr
+from rnnzoo.training.device import autocast
+from rnnzoo.training.optim import lr_at, set_lr
 from rnnzoo.training.progress import Progress, say
 from rnnzoo.training.run import RunFolder
 from rnnzoo.training.signals import StopRequest
-from rnnzoo.training.state import TrainState, check_carried, checkpoint_state, restore_checkpoint
+from rnnzoo.training.state import checkpoint_state
 
 
 class Trainer:
-    """Trains one experiment in one run folder; :meth:`fit` runs it to the end.
-
-    A new run needs a folder that does not exist yet (or is empty); ``resume=True``
-    continues the run in ``run_dir`` from its latest checkpoint. Either way the
-    process holds the folder's lock until the run ends (:mod:`.lock`).
-    """
+    """Trains one experiment in one run folder, new (it must not hold anything
+    yet) or resumed from its latest checkpoint; :meth:`fit` runs it to the end."""
 
     def __init__(
         self,
@@ -56,45 +49,26 @@ class Trainer:
         resume: bool = False,
         run_id: str | None = None,
     ) -> None:
-        self.cfg = cfg
-        self.hook = registry.pm.hook
+        self.cfg, self.hook = cfg, registry.pm.hook
+        self.tracker: Tracker | None = None
+        self.ranks = distributed.join(cfg)
+        # data-parallel: rank 0's folder and run id are everyone's
+        run_dir, run_id = distributed.same_everywhere(self.ranks, (run_dir, run_id))
         self.folder = RunFolder(run_dir)
         self.resumed = resume
-        # a resumed run is locked before anything of it is read; a new one when it starts
-        self.folder.claim(new=False) if resume else self.folder.check_new()
+        # a resumed run is locked before anything of it is read; a new one when it
+        # starts; only rank 0 writes the folder
+        if self.ranks.main:
+            self.folder.claim(new=False) if resume else self.folder.check_new()
         try:
-            self._build(cfg, registry, run_id)
+            parts = assemble(cfg, registry, self.folder, resume, run_id, self.ranks)
         except BaseException:
-            self.folder.release()
+            self.close()
             raise
-
-    def _build(self, cfg: DictConfig, registry: Registry, run_id: str | None) -> None:
-        self.device = resolve_device(cfg.trainer.device)
-        if cfg.trainer.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-        torch.manual_seed(cfg.trainer.seed)
-        self.task, self.model, self.controllers = build_training(
-            cfg, registry, self.device, self.run_dir if self.resumed else None
-        )
-        self.optimizer = make_optimizer(self.model.parameters(), cfg.optim)
+        self.device, self.task, self.model = parts.device, parts.task, parts.model
+        self.ddp, self.controllers, self.optimizer = parts.ddp, parts.controllers, parts.optimizer
+        self.state, self.run_id, self.tags = parts.state, parts.run_id, parts.tags
         self.amp = partial(autocast, self.device, cfg.trainer.precision)
-        self.tags = plugin_tags(cfg, registry)
-        self.state = TrainState()
-        self.run_id = run_id or os.urandom(4).hex()
-        if self.resumed:
-            stored = self.folder.read_run_id()
-            self.run_id = stored or self.run_id
-            try:
-                latest = self.folder.latest_checkpoint()
-            except CheckpointError:  # it ended before its first checkpoint: start again
-                say(f"'{self.run_dir}' has no checkpoint yet; the run starts again at step 0")
-            else:
-                self.state = restore_checkpoint(
-                    latest, self.model, self.optimizer, self.device, stored
-                )
-                check_carried(self.state, self.cfg.trainer.batch_size, self.run_dir)
-        self.tracker: Tracker | None = None
         self.stop = StopRequest()
         self.view = RunView(self)
 
@@ -126,21 +100,28 @@ class Trainer:
             self._open()
             self.model.train()
             self.hook.rnnzoo_train_start(run=self.view)
-            self.progress = Progress(t.steps, s.step, t.progress)
+            self.progress = Progress(t.steps, s.step, t.progress and self.ranks.main)
             if s.pending is not None:  # a resumed run whose last evaluation failed
                 pending, s.pending = s.pending, None
                 stop = self._when_due(pending, stop)
             with self.stop.deferred():
-                while s.step < t.steps and not stop and not self.stop.requested:
+                while s.step < t.steps and not stop and not self.stop.now:
                     lr = lr_at(s.step, cfg.optim, t.steps)
                     set_lr(self.optimizer, lr)
 
-                    # forward and backward every micro-batch; gradients add up
+                    # forward and backward every micro-batch; gradients add up (and
+                    # are averaged over data-parallel ranks by the last backward)
                     loss_sum, items = 0.0, 0
-                    for batch in self.batches(s.step):
-                        loss_sum += self.forward_backward(batch, t.grad_accum)
+                    for micro, batch in enumerate(self.batches(s.step)):
+                        last = micro == t.grad_accum - 1
+                        loss_sum += self.forward_backward(batch, t.grad_accum, sync=last)
                         items += steps.loss_items(batch, per_token)
                         self.progress.tokens += batch.num_tokens()
+                    loss_sum, asked = distributed.sum_all(
+                        self.ranks, [loss_sum, float(self.stop.requested)], self.device
+                    )
+                    if self.ranks.active:  # every rank stops after the same step
+                        self.stop.agreed = asked > 0
                     loss = loss_sum / max(items, 1)
                     self.hook.rnnzoo_after_backward(run=self.view, step=s.step)
 
@@ -156,19 +137,24 @@ class Trainer:
                     # evaluate, log and checkpoint when due
                     stop = self._when_due(metrics, stop)
                     self.progress.step_done()
+        except RuntimeError as exc:  # a process of the group died or timed out
+            self.close()
+            if self.ranks.active and distributed.is_comm_error(exc):
+                raise distributed.lost_contact(self.ranks, exc) from exc
+            raise
         except BaseException:  # an error, or a second signal: the last checkpoint stays
             self.close()
             raise
-        if self.stop.requested and not stop and s.step < t.steps:
+        if self.stop.now and not stop and s.step < t.steps:
             say(f"stopped at step {s.step}; continue: rnnzoo train --resume {self.run_dir}")
             self.close()
             raise KeyboardInterrupt
         if s.last_eval.get("step") != s.step:
             self._evaluate()
-        if s.stopped == "nonfinite":  # keep the last checkpoint trained on finite values
-            say(outcome.set_aside_diverged(s, self.run_dir))
-        else:
+        if s.stopped != "nonfinite":
             self.save_checkpoint()
+        elif self.ranks.main:  # keep the last checkpoint trained on finite values
+            say(outcome.set_aside_diverged(s, self.run_dir))
         summary = outcome.summary(cfg, self.task, s, time.perf_counter() - started)
         if self.tracker is not None:
             self.tracker.summary(summary)
@@ -178,15 +164,18 @@ class Trainer:
 
     # -- the parts of a step ----------------------------------------------------------
 
-    def forward_backward(self, batch: Batch, scale: float = 1.0) -> float:
-        """Forward and backward one (micro-)batch, gradients summed into ``.grad``;
-        returns the summed loss. A stream task starts from the state carried over
-        from the previous batch and leaves its final state for the next one."""
+    def forward_backward(self, batch: Batch, scale: float = 1.0, sync: bool = True) -> float:
+        """Forward and backward this rank's share of one (micro-)batch, gradients
+        summed into ``.grad``; returns its summed loss. A stream task starts from
+        the state carried over from the previous batch and leaves its final state
+        for the next one. ``sync``: this is the step's last micro-batch."""
         stream = self.task.spec.stream
         carried = self.state.carried if stream else None
+        items = steps.loss_items(batch, self.task.spec.per_token)
         loss, final = steps.forward_backward(
-            self.model, batch, self.controllers, carried, scale, self.amp
-        )
+            self.model, self.ranks.shard(batch), self.controllers, carried, scale, self.amp,
+            items, self.ddp, sync,
+        )  # fmt: skip
         self.state.carried = final if stream else None
         return loss
 
@@ -227,7 +216,7 @@ class Trainer:
                 raise
         if s.step % t.log_every == 0 or last or stop:
             self._log_window(metrics)
-        due = s.step % t.checkpoint_every == 0 or self.stop.requested
+        due = s.step % t.checkpoint_every == 0 or self.stop.now
         if due and not (last or stop):
             self.save_checkpoint()
         return stop
@@ -236,7 +225,7 @@ class Trainer:
         """Evaluate and log; True when early stopping says stop."""
         t, s = self.cfg.trainer, self.state
         metrics = ev.evaluate(
-            self.model, self.task, t.batch_size, self.device, t.eval_batches, self.amp
+            self.model, self.task, t.batch_size, self.device, t.eval_batches, self.amp, self.ranks
         )
         stop = ev.track_best(self.state, metrics, self.cfg, self.task)
         if self.tracker is not None:
@@ -266,7 +255,10 @@ class Trainer:
     # -- the run folder and checkpoints ---------------------------------------------
 
     def _open(self) -> None:
-        """Claim the run folder, write its files and start tracking (JSONL, W&B)."""
+        """Claim the run folder, write its files and start tracking (JSONL, W&B);
+        rank 0's job alone."""
+        if not self.ranks.main:
+            return
         if not self.folder.lock.held:
             self.folder.claim(new=True)
         resumed_at = self.state.step if self.resumed else None
@@ -276,8 +268,15 @@ class Trainer:
         self.tracker = self.folder.tracker(self.cfg, self.run_id, self.tags)
 
     def save_checkpoint(self) -> None:
+        """Rank 0 writes the checkpoint; the carried state is every rank's rows."""
         s, t = self.state, self.cfg.trainer
-        state = checkpoint_state(s, self.model, self.optimizer, self.device)
+        carried, s.carried = s.carried, distributed.gather_rows(self.ranks, s.carried)
+        try:
+            state = checkpoint_state(s, self.model, self.optimizer, self.device)
+        finally:
+            s.carried = carried
+        if not self.ranks.main:
+            return
         state.update(config=to_yaml(self.cfg), run_id=self.run_id)
         self.folder.save_checkpoint(
             s.step, state, t.keep_checkpoints, keep_before=s.safe_before(t.checkpoint_every)
@@ -298,3 +297,4 @@ class Trainer:
         if hasattr(self, "progress"):
             self.progress.close()
         self.folder.release()
+        distributed.leave(self.ranks)

@@ -16,6 +16,14 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        #: data-parallel: whether any rank was asked to stop, agreed after each step's
+        #: backward so that all stop after the same step (None: one process)
+        self.agreed: bool | None = None
+
+    @property
+    def now(self) -> bool:
+        """Whether to stop after the current step."""
+        return self.requested if self.agreed is None else self.agreed
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:

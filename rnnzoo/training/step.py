@@ -10,12 +10,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.distributed
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 from rnnzoo.cell import State
 from rnnzoo.controller import CLIPPED, GradController, global_norm, plans_windows
 from rnnzoo.errors import TrainingError
-from rnnzoo.model import RNNModel
+from rnnzoo.model import ModelOutput, RNNModel
 from rnnzoo.task import Batch
 
 Controllers = Sequence[tuple[str, GradController]]
@@ -47,24 +49,43 @@ def forward_backward(
     carried: list[State] | None = None,
     scale: float = 1.0,
     amp: Autocast = contextlib.nullcontext,
+    items: int | None = None,
+    ddp: DistributedDataParallel | None = None,
+    sync: bool = True,
 ) -> tuple[float, list[State] | None]:
     """Forward and backward one batch, gradients summed into ``.grad``. Returns the
     summed loss and the final state, detached (what a stream task carries into its
     next batch, passed back as ``carried``).
 
-    The loss is divided by the batch's number of loss items and by ``scale`` (the
-    number of micro-batches of a gradient-accumulation step). When a controller
-    plans truncated-BPTT windows, each window backpropagates its share of that same
-    loss through its own steps only.
+    The loss is divided by its number of items (``items``: this batch's by default)
+    and by ``scale`` (the number of micro-batches of a gradient-accumulation step).
+    When a controller plans truncated-BPTT windows, each window backpropagates its
+    share of that same loss through its own steps only.
+
+    Data-parallel (``ddp`` wraps ``model``): ``batch`` is this rank's share of a
+    global batch of ``items`` loss items. Forward passes go through ``ddp``, whose
+    gradient average over ranks then is the global batch's gradient; only the last
+    forward pass of a call with ``sync`` synchronises, the others run under
+    ``no_sync`` (micro-batches and windows accumulate locally first).
     """
     needs_states = any(c.needs_step_states for _, c in controllers)
     per_token = model.head.spec.per_token
-    total = max(loss_items(batch, per_token), 1) * scale
+    replicas = 1 if ddp is None else torch.distributed.get_world_size()
+    count = max(items if items is not None else loss_items(batch, per_token), 1)
+    total = count * scale / replicas
+
+    def run(part: Batch, state: list[State] | None, last: bool) -> ModelOutput:
+        if ddp is None:
+            return model(part, state, needs_states)
+        with contextlib.nullcontext() if last and sync else ddp.no_sync():
+            out: ModelOutput = ddp(part, state, needs_states)
+            return out
+
     planner = next((c for _, c in controllers if plans_windows(c)), None)
     windows = planner.plan_windows(batch.steps) if planner is not None else None
     if windows is None:
         with amp():
-            out = model(batch, carried, needs_states)
+            out = run(batch, carried, True)
             _watch(controllers, out.step_states)
             loss_sum, _ = model.loss(out.predictions, batch)
         (loss_sum / total).backward()
@@ -85,7 +106,7 @@ def forward_backward(
                 if cut <= begin:
                     continue
                 part = batch.window(begin, cut, per_token)
-                out = model(part, state, needs_states)
+                out = run(part, state, w is windows[-1] and cut == cuts[-1])
                 _watch(controllers, out.step_states)
                 if begin >= w.loss_start:
                     part_sum, _ = model.loss(out.predictions, part)
