@@ -86,7 +86,8 @@ def train(
         if recorded not in cfg.plugins:
             cfg.plugins.append(recorded)
     summary = Trainer(cfg, reg, folder, resume=resume is not None, run_id=run_id).fit()
-    _print_summary(summary, folder)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        _print_summary(summary, folder)
     if summary.get("status") == "diverged":
         raise DivergedError(
             f"Training diverged: the run in '{folder}' stopped on non-finite values "
