@@ -15,6 +15,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from rnnzoo import yamlfile
 from rnnzoo.errors import ConfigError, did_you_mean
 from rnnzoo.registry import type_name
 from rnnzoo.schema import (
@@ -172,31 +173,7 @@ _SCHEMA = OmegaConf.structured(ExperimentConfig)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(
-            f"Experiment file '{path}' does not exist. Pass the path of a YAML "
-            "experiment, for example experiments/adding.yaml."
-        )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"Experiment file '{path}' is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
-            f"at offset {exc.start}). Save it as UTF-8."
-        ) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(
-            f"Experiment file '{path}' is not valid YAML: {problem}{where}. Fix the syntax "
-            "there: 'key: value' lines, indented sections, closed brackets and quotes."
-        ) from exc
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"Experiment file '{path}' must hold a mapping of sections (task:, "
-            f"model:, trainer:, ...), not {type(data).__name__}."
-        )
+    data = yamlfile.read_experiment(path)
     entries = data.get("plugins")
     if isinstance(entries, list):
         data["plugins"] = [_beside(spec, path.parent) for spec in entries]
@@ -220,8 +197,9 @@ def _unparsable(dotlist: list[str]) -> ConfigError:
         except (OmegaConfBaseException, yaml.YAMLError) as exc:
             detail = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             return ConfigError(
-                f"Cannot parse the override '{item}': {detail}. Values are read as YAML "
-                "scalars; quote one that holds brackets, colons or '!', e.g. key='\"[x\"'."
+                f"Cannot parse the override '{yamlfile.short(item)}': {detail}. Values are "
+                "read as YAML scalars; quote one that holds brackets, colons or '!', e.g. "
+                "key='\"[x\"'."
             )
     return ConfigError(f"Cannot parse the overrides {' '.join(dotlist)}.")
 
@@ -238,6 +216,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     if path is not None:
         layers.append((f"'{path}'", OmegaConf.create(_read_yaml(Path(path)))))
     dotlist = normalize_overrides(list(overrides))
+    yamlfile.check_overrides(dotlist)
     if dotlist:
         try:
             layers.append(("the overrides", OmegaConf.from_dotlist(dotlist)))

@@ -40,6 +40,12 @@ SMALL = (
 )
 CONLLU_LINE = "1\tI\tI\tPRON\tPRP\t_\t2\tnsubj\t_\t_\n"
 TEXT = "the quick brown fox jumps over the lazy dog. " * 20
+#: nine levels of nested aliases, nine each: 9**9 strings once expanded (324 bytes)
+ALIAS_BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+    f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
+#: lists nested 5000 deep: deeper than Python's recursion limit
+DEEP = "[" * 5000 + "]" * 5000
 CELL_PLUGIN = """
     from rnnzoo import hookimpl
     from rnnzoo_plugins.cells.elman import ElmanCell
@@ -284,6 +290,62 @@ CASES = [
         lambda w: ["config", w.data("latin.yaml", "task: {name: café}\n".encode("latin-1"))],
         2,
         ("latin.yaml' is not UTF-8 text (byte 0xe9", "Save it as UTF-8"),
+    ),
+    Case(
+        "yaml-alias-bomb",
+        lambda w: ["config", w.text("bomb.yaml", ALIAS_BOMB)],
+        2,
+        (
+            "bomb.yaml' at line 2, column 8",
+            "the alias '*a' repeats an anchored value",
+            "rnnzoo refuses YAML aliases",
+            "${other.key}",
+        ),
+    ),
+    Case(
+        "yaml-merge-key-alias",
+        lambda w: [
+            "config",
+            w.text("merge.yaml", "base: &base {steps: 4}\ntrainer:\n  <<: *base\n"),
+        ],
+        2,
+        ("merge.yaml' at line 3, column 7", "the alias '*base'", "${other.key}"),
+    ),
+    Case(
+        "override-with-an-alias",
+        train("tracking.tags=[&t x, *t, *t]"),
+        2,
+        ("Cannot use the override 'tracking.tags=[&t x, *t, *t]'", "the alias '*t'"),
+    ),
+    Case(
+        "yaml-null-key",
+        lambda w: ["config", w.text("null.yaml", "null: 3\n")],
+        2,
+        ("null.yaml' at line 1, column 1", "a key is empty (null or ~)"),
+    ),
+    Case(
+        "yaml-null-key-in-a-section",
+        lambda w: ["config", w.text("tilde.yaml", "model:\n  cell: gru\n  ~: 3\n")],
+        2,
+        ("tilde.yaml' at line 3, column 3", "a key is empty (null or ~)"),
+    ),
+    Case(
+        "yaml-bool-key",
+        lambda w: ["config", w.text("on.yaml", "trainer:\n  on: 3\n")],
+        2,
+        ("on.yaml' at line 2, column 3", "the key True is read as bool", "quote it"),
+    ),
+    Case(
+        "yaml-nested-too-deep",
+        lambda w: ["config", w.text("deep.yaml", f"task: {{name: adding, x: {DEEP}}}\n")],
+        2,
+        ("deep.yaml' at line 1", "nested more than 32 levels deep"),
+    ),
+    Case(
+        "override-nested-too-deep",
+        train(f"task.x={DEEP}"),
+        2,
+        ("Cannot use the override 'task.x=[[[[[[", "...'", "nested more than 32 levels deep"),
     ),
     Case(
         "missing-experiment-file",

@@ -5,7 +5,11 @@ only from installed entry points or paths the user names."""
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -242,3 +246,30 @@ def test_a_run_folder_names_its_plugins_in_its_config(tmp_path: Path) -> None:
     assert list(saved.plugins) == [str(plugin.resolve())]
     assert rnnzoo("eval", run).code == 0  # the cell 'planted' exists only in that file
     assert json.loads((run / "eval.json").read_text())["step"] == 4
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    """Nine levels of nine aliases (9**9 strings once expanded, 324 bytes): refused
+    while parsing, in a process that would otherwise run for minutes."""
+    levels = "abcdefghi"
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+        f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n"
+        for a, b in zip(levels[:-1], levels[1:], strict=True)
+    )
+    experiment = write(tmp_path / "bomb.yaml", bomb)
+
+    def limit_memory() -> None:  # without the fix, fail fast instead of filling the machine
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    env = {**os.environ, "RNNZOO_DISABLE_PLUGIN_AUTOLOAD": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnzoo", "config", str(experiment)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        preexec_fn=limit_memory,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"Error: Experiment file '{experiment}' at line 2, column 8")
+    assert "rnnzoo refuses YAML aliases" in proc.stderr
