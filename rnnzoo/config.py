@@ -17,6 +17,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from rnnzoo import yamlfile
 from rnnzoo.errors import ConfigError, did_you_mean
+from rnnzoo.plugins import looks_like_file, plugin_path
 from rnnzoo.registry import type_name
 from rnnzoo.schema import (
     ExperimentConfig,
@@ -176,17 +177,22 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     data = yamlfile.read_experiment(path)
     entries = data.get("plugins")
     if isinstance(entries, list):
-        data["plugins"] = [_beside(spec, path.parent) for spec in entries]
+        data["plugins"] = [plugin_path(spec, path) for spec in entries]
     return data
 
 
-def _beside(spec: Any, folder: Path) -> Any:
-    """A relative ``.py`` path that exists next to the YAML file, made absolute."""
-    if isinstance(spec, str) and spec.endswith(".py") and not Path(spec).is_absolute():
-        candidate = folder / spec
-        if candidate.is_file():
-            return str(candidate.resolve())
-    return spec
+def _absolute_plugins(cfg: DictConfig) -> None:
+    """Plugin paths from the overrides, from the working directory; one built by an
+    interpolation must come out absolute, as it is resolved again on every load."""
+    for i, spec in enumerate(cfg.plugins):
+        if not OmegaConf.is_interpolation(cfg.plugins, i):
+            cfg.plugins[i] = plugin_path(spec, None)
+        elif looks_like_file(spec) and not Path(spec).expanduser().is_absolute():
+            raise ConfigError(
+                f"The plugin path '{spec}' comes from an interpolation and is relative; one "
+                "in plugins: must give an absolute path (it is resolved again whenever the "
+                "run is loaded), e.g. ${oc.env:HOME}/plugins/mine.py."
+            )
 
 
 def _unparsable(dotlist: list[str]) -> ConfigError:
@@ -241,6 +247,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             "built-in resolvers (oc.env, oc.select, ...); set what it refers to, or write "
             "the value itself."
         ) from exc
+    _absolute_plugins(cfg)
     _check_choices(cfg)
     problems = check_ranges(cfg)
     if problems:

@@ -160,6 +160,16 @@ def foreign_checkpoint(w: Workspace) -> list[str | Path]:
     return ["eval", w.run()]
 
 
+def relative_plugin_in_run_config(w: Workspace) -> list[str | Path]:
+    """A run whose config.yaml names a plugin by a relative path (as runs made
+    before plugin paths were saved absolute could)."""
+    saved = w.run() / "config.yaml"
+    text = saved.read_text(encoding="utf-8")
+    assert "plugins: []\n" in text
+    saved.write_text(text.replace("plugins: []\n", "plugins: [relplug.py]\n"))
+    return ["eval", w.run()]
+
+
 def no_checkpoints_eval(w: Workspace) -> list[str | Path]:
     shutil.rmtree(w.run() / "checkpoints")
     return ["eval", w.run()]
@@ -610,6 +620,15 @@ CASES = [
         (
             "does not fit this experiment's model",
             'Missing key(s) in state_dict: "recurrence.cells.1.weight_ih"',
+        ),
+    ),
+    Case(
+        "run-config-with-a-relative-plugin-path",
+        relative_plugin_in_run_config,
+        2,
+        (
+            "config.yaml' names the plugin 'relplug.py' by a relative path",
+            "absolute path",
         ),
     ),
     Case(

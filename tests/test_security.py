@@ -248,6 +248,37 @@ def test_a_run_folder_names_its_plugins_in_its_config(tmp_path: Path) -> None:
     assert json.loads((run / "eval.json").read_text())["step"] == 4
 
 
+def test_a_plugin_path_relative_to_the_working_directory_is_saved_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``plugins: [relplug.py]`` found in the working directory (not beside the
+    YAML), and the ``plugins=[...]`` override: config.yaml holds the absolute path,
+    and eval from another folder, where another relplug.py lies, loads the one the
+    run was trained with."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    original = write(project / "relplug.py", PLANTED)
+    write(elsewhere / "relplug.py", PLANTED.replace('"planted"', '"impostor"'))
+    experiment = write(
+        tmp_path / "experiments" / "mine.yaml",
+        "plugins: [relplug.py]\nmodel: {cell: planted}\n",
+    )
+    monkeypatch.chdir(project)
+    runs = {"file": tmp_path / "run-file", "override": tmp_path / "run-override"}
+    assert rnnzoo("train", experiment, *SMALL, "--run-dir", runs["file"]).code == 0
+    result = rnnzoo(
+        "train", ADDING, *SMALL, "plugins=[relplug.py]", "model.cell=planted",
+        "--run-dir", runs["override"],
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    monkeypatch.chdir(elsewhere)
+    for run in runs.values():
+        assert list(OmegaConf.load(run / "config.yaml").plugins) == [str(original.resolve())]
+        result = rnnzoo("eval", run)
+        assert result.code == 0, result.output  # the cell 'planted' is only in the original
+        assert json.loads((run / "eval.json").read_text())["step"] == 4
+    assert not (elsewhere / "relplug.imported").exists()
+
+
 def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
     """Nine levels of nine aliases (9**9 strings once expanded, 324 bytes): refused
     while parsing, in a process that would otherwise run for minutes."""
