@@ -163,6 +163,9 @@ def _load(spec: str) -> ModuleType:
         return importlib.import_module(spec)
     except PluginError:
         raise
+    except SystemExit as exc:
+        fix = "Fix the plugin, or leave it out of the -p options and the experiment's plugins: list"
+        raise _exited(f"Plugin '{spec}'", exc, fix) from exc
     except Exception as exc:
         raise PluginError(
             f"Plugin '{spec}' failed to import: {type(exc).__name__}: {exc}. Fix the "
@@ -171,12 +174,24 @@ def _load(spec: str) -> ModuleType:
         ) from exc
 
 
+def _exited(plugin: str, exc: SystemExit, fix: str) -> PluginError:
+    """A plugin that calls sys.exit() while being imported would end rnnzoo with
+    its exit code (0, for a run that never happened)."""
+    return PluginError(
+        f"{plugin} called sys.exit({exc.code!r}) while being imported; a plugin must not "
+        f"exit. {fix}; `rnnzoo --debug ...` shows where it exits."
+    )
+
+
 def _entry_point_plugins(pm: PluginManager) -> None:
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "unknown"
         origin = f"entry point '{ep.name}' of {dist}"
         try:
             plugin = ep.load()
+        except SystemExit as exc:
+            fix = "Fix or uninstall that package, or set RNNZOO_DISABLE_PLUGIN_AUTOLOAD=1"
+            raise _exited(f"Plugin '{ep.name}' ({origin})", exc, fix) from exc
         except Exception as exc:
             raise PluginError(
                 f"Plugin '{ep.name}' ({origin}) failed to import: "

@@ -713,6 +713,22 @@ CASES = [
         ("broken.py' failed to import: ValueError: half written",),
     ),
     Case(
+        "plugin-that-exits-at-import",
+        lambda w: ["-p", w.text("quits.py", "import sys\n\nsys.exit(0)\n"), "list"],
+        2,
+        ("quits.py' called sys.exit(0) while being imported", "a plugin must not exit"),
+    ),
+    Case(
+        "plugin-that-exits-with-a-message",
+        lambda w: [
+            "plugins",
+            "-p",
+            w.text("says.py", "raise SystemExit('no GPU here')\n"),
+        ],
+        2,
+        ("says.py' called sys.exit('no GPU here') while being imported",),
+    ),
+    Case(
         "plugin-file-missing",
         lambda w: ["-p", w.tmp / "absent.py", "list"],
         2,
