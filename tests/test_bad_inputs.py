@@ -472,6 +472,39 @@ CASES = [
         ("'trainer.max_nonfinite' must be at least 1",),
     ),
     Case(
+        "seed-too-large",
+        train("trainer.seed=18446744073709551616"),
+        2,
+        (
+            "'trainer.seed' must be an integer from -9223372036854775808 to 18446744073709551615",
+            "got 18446744073709551616",
+        ),
+    ),
+    Case(
+        "seed-too-small",
+        train("trainer.seed=-9223372036854775809"),
+        2,
+        ("'trainer.seed' must be an integer from", "got -9223372036854775809"),
+    ),
+    Case(
+        "run-name-that-climbs-out-of-runs",
+        train("tracking.name=../../x"),
+        2,
+        ("'tracking.name' must be a plain folder name", "got '../../x'"),
+    ),
+    Case(
+        "absolute-run-name",
+        train("tracking.name=/tmp/x"),
+        2,
+        ("'tracking.name' must be a plain folder name", "got '/tmp/x'"),
+    ),
+    Case(
+        "empty-run-name",
+        train("tracking.name=''"),
+        2,
+        ("'tracking.name' must be a plain folder name", "got ''", "null"),
+    ),
+    Case(
         "unsupported-device",
         train("trainer.device=meta"),
         2,
