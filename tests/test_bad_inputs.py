@@ -703,6 +703,18 @@ CASES = [
         ("--temperature must be positive",),
     ),
     Case(
+        "sample-at-temperature-nan",
+        lambda w: ["sample", w.run("lm"), "--temperature", "nan"],
+        2,
+        ("--temperature must be positive and finite",),
+    ),
+    Case(
+        "sample-at-temperature-inf",
+        lambda w: ["sample", w.run("lm"), "--temperature", "inf"],
+        2,
+        ("--temperature must be positive and finite",),
+    ),
+    Case(
         "sample-no-tokens",
         lambda w: ["sample", w.run("lm"), "--length", "0"],
         2,
@@ -887,6 +899,25 @@ def test_bf16_on_cpu_falls_back_to_fp32(tmp_path: Path) -> None:
     assert warning not in runs["fp32"][0]
     bf16, fp32 = runs["bf16"][1], runs["fp32"][1]
     assert all(torch.equal(bf16[k], fp32[k]) and bf16[k].dtype == torch.float32 for k in fp32)
+
+
+def test_eval_prints_its_metrics_when_eval_json_cannot_be_written(
+    tmp_path: Path, trained: dict[str, Path]
+) -> None:
+    """A run folder where eval.json cannot be written (a folder of that name is in
+    the way, which stops root too): the metrics are printed all the same, one line
+    of warning names the file, and the exit code is 0."""
+    run = Workspace(tmp_path, trained).run()
+    (run / "eval.json").mkdir()
+    result = rnnzoo("eval", run)
+    assert result.code == 0, result.output
+    printed = dict(line.split() for line in result.out.splitlines())
+    assert set(printed) >= {"step", "val/loss", "val/mse", "baseline/mse"}, result.out
+    assert float(printed["step"]) == 4
+    warning = result.err.strip()
+    assert "\n" not in warning and "Traceback" not in warning, result.err
+    assert warning.startswith(f"rnnzoo: warning: could not write '{run / 'eval.json'}'"), warning
+    assert (run / "eval.json").is_dir()
 
 
 # -- a write error while saving ---------------------------------------------------
