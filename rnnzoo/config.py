@@ -15,7 +15,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from rnnzoo import yamlfile
+from rnnzoo import interpolation, yamlfile
 from rnnzoo.errors import ConfigError, did_you_mean
 from rnnzoo.plugins import looks_like_file, plugin_path
 from rnnzoo.registry import type_name
@@ -255,12 +255,18 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     return cfg
 
 
-def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
+def to_yaml(cfg: DictConfig, resolve: bool = False) -> str:
+    """The config as YAML. As a run stores it (``config.yaml``, checkpoints),
+    interpolations stay as written and are resolved again on every load, so a
+    value from ``${oc.env:...}`` is never written down; ``resolve=True`` shows
+    every value (``rnnzoo config``)."""
+    return OmegaConf.to_yaml(cfg, resolve=resolve)
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:
-    """``{"model.cell": "lstm", ...}``: the shape W&B's run table groups by."""
+    """``{"model.cell": "lstm", ...}``: the shape W&B's run table groups by. Values
+    are resolved, except those from the environment, which stay as written
+    (``${oc.env:NAME}``; see :mod:`rnnzoo.interpolation`)."""
     out: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -270,5 +276,5 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
         else:
             out[prefix] = node
 
-    walk("", OmegaConf.to_container(cfg, resolve=True))
+    walk("", interpolation.without_env(cfg))
     return out

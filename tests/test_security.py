@@ -17,6 +17,7 @@ import torch
 from cli_run import rnnzoo, write
 from omegaconf import OmegaConf
 from omegaconf.basecontainer import BaseContainer
+from wandb_records import read_run, run_files
 
 from rnnzoo import checkpoint
 from rnnzoo.plugins import plugin_manager
@@ -304,3 +305,69 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"Error: Experiment file '{experiment}' at line 2, column 8")
     assert "rnnzoo refuses YAML aliases" in proc.stderr
+
+
+TOKEN_TASK = """
+from rnnzoo import hookimpl
+from rnnzoo_plugins.tasks.synthetic import AddingTask
+
+
+class TokenAdding(AddingTask):
+    def __init__(
+        self, seed: int = 0, length: int = 6, val_size: int = 16, token: str = "", header: str = ""
+    ) -> None:
+        super().__init__(seed, length, val_size)
+
+
+@hookimpl
+def rnnzoo_tasks():
+    return {"token_adding": TokenAdding}
+"""
+
+
+def test_values_from_the_environment_are_never_written_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret passed as ${oc.env:SECRET_TOKEN}, and a value built from it, stay
+    interpolations in config.yaml, the checkpoints and the W&B config; nothing in
+    the run folder or the output holds the secret. eval resolves it again."""
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    plugin = write(tmp_path / "token_task.py", TOKEN_TASK)
+    experiment = write(
+        tmp_path / "secret.yaml",
+        f"""
+        plugins: [{plugin}]
+        task:
+          name: token_adding
+          token: ${{oc.env:SECRET_TOKEN}}
+          header: Bearer ${{.token}}
+        trainer: {{eval_every: "${{trainer.steps}}"}}
+        """,
+    )
+    run = tmp_path / "run"
+    small = [s for s in SMALL if not s.startswith(("task.", "tracking."))]
+    trained = rnnzoo("train", experiment, *small, "tracking.wandb_mode=offline", "--run-dir", run)
+    assert trained.code == 0, trained.output
+    evaluated = rnnzoo("eval", run)
+    assert evaluated.code == 0, evaluated.output
+    assert "hunter2" not in trained.output + evaluated.output
+
+    saved = (run / "config.yaml").read_text(encoding="utf-8")
+    assert "token: ${oc.env:SECRET_TOKEN}" in saved and "header: Bearer ${.token}" in saved
+    stored = torch.load(checkpoint.latest(run), weights_only=True)
+    assert "token: ${oc.env:SECRET_TOKEN}" in stored["config"]
+    (wandb_file,) = run_files(run)
+    wandb_config = read_run(wandb_file).config
+    assert wandb_config["task.token"] == "${oc.env:SECRET_TOKEN}"
+    assert wandb_config["task.header"] == "Bearer ${.token}"
+    assert wandb_config["trainer.eval_every"] == 4  # what does not read the environment is resolved
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert {run / "config.yaml", run / "metrics.jsonl", wandb_file} <= set(files)
+    assert [p for p in files if b"hunter2" in p.read_bytes()] == []
+
+    monkeypatch.delenv("SECRET_TOKEN")
+    missing = rnnzoo("eval", run)
+    assert missing.code == 2, missing.output
+    assert "'task.token' cannot be resolved" in missing.err and "SECRET_TOKEN" in missing.err
