@@ -81,6 +81,7 @@ class TrainerConfig:
     # large effective batches in little memory
     grad_accum: int = 1
     # seeds the model, the data order and the synthetic data: same seed, same run
+    # (from -2**63 to 2**64 - 1, as torch.manual_seed takes)
     seed: int = 0
     # torch.use_deterministic_algorithms: slower, bit-for-bit repeatable on CUDA too
     deterministic: bool = False
@@ -128,7 +129,8 @@ class GradflowConfig:
 class TrackingConfig:
     # W&B project that collects the runs to compare
     project: str = "rnnzoo"
-    # W&B run name and run-folder prefix; null = TASK-CELL (the folder adds the time)
+    # W&B run name and run-folder prefix, a plain folder name (no '/'); null =
+    # TASK-CELL (the folder adds the time)
     name: str | None = None
     # W&B group, e.g. one per experiment file, to compare its variants
     group: str | None = None
@@ -141,7 +143,9 @@ class TrackingConfig:
 @dataclass
 class ExperimentConfig:
     # extra plugin modules or .py files to load (like `-p`); a relative path is
-    # looked up beside the YAML file first
+    # looked up beside the YAML file, then in the working directory, and saved
+    # absolute. Loading a plugin imports and runs its code, as `pip install` runs a
+    # package's: run only experiment files you trust
     plugins: list[str] = field(default_factory=list)
     # `name` picks the task; every other key is a parameter of that task
     task: dict[str, Any] = field(default_factory=lambda: {"name": "adding"})
