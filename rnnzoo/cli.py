@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import traceback
 
@@ -54,20 +55,27 @@ def _early_plugins(argv: list[str]) -> list[str]:
     return found
 
 
+def _color() -> bool | None:
+    """False when ``NO_COLOR`` is set to anything (https://no-color.org), else None:
+    click colours a terminal and strips the codes elsewhere."""
+    return False if os.environ.get("NO_COLOR") else None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; rnnzoo's own errors become one paragraph and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    color = _color()
     # plugin commands go on a copy, so one process can run main() many times
     app = copy.copy(cli)
     app.commands = dict(cli.commands)
     try:
         plugin_manager(_early_plugins(args)).hook.rnnzoo_add_commands(cli=app)
-        code = app.main(args=args, prog_name="rnnzoo", standalone_mode=False)
+        code = app.main(args=args, prog_name="rnnzoo", standalone_mode=False, color=color)
     except RnnzooError as exc:
         if debug:
             traceback.print_exc()
-        click.secho(f"Error: {exc}", fg="red", err=True)
+        click.secho(f"Error: {exc}", fg="red", err=True, color=color)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
@@ -90,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             "checkpoint, so `rnnzoo train --resume RUN_DIR` continues from it.",
             fg="red",
             err=True,
+            color=color,
         )
         sys.exit(1)
     if isinstance(code, int) and code:  # ctx.exit(N) under standalone_mode=False

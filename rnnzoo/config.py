@@ -15,7 +15,9 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from rnnzoo import interpolation, yamlfile
 from rnnzoo.errors import ConfigError, did_you_mean
+from rnnzoo.plugins import looks_like_file, plugin_path
 from rnnzoo.registry import type_name
 from rnnzoo.schema import (
     ExperimentConfig,
@@ -172,44 +174,25 @@ _SCHEMA = OmegaConf.structured(ExperimentConfig)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(
-            f"Experiment file '{path}' does not exist. Pass the path of a YAML "
-            "experiment, for example experiments/adding.yaml."
-        )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"Experiment file '{path}' is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
-            f"at offset {exc.start}). Save it as UTF-8."
-        ) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(
-            f"Experiment file '{path}' is not valid YAML: {problem}{where}. Fix the syntax "
-            "there: 'key: value' lines, indented sections, closed brackets and quotes."
-        ) from exc
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"Experiment file '{path}' must hold a mapping of sections (task:, "
-            f"model:, trainer:, ...), not {type(data).__name__}."
-        )
+    data = yamlfile.read_experiment(path)
     entries = data.get("plugins")
     if isinstance(entries, list):
-        data["plugins"] = [_beside(spec, path.parent) for spec in entries]
+        data["plugins"] = [plugin_path(spec, path) for spec in entries]
     return data
 
 
-def _beside(spec: Any, folder: Path) -> Any:
-    """A relative ``.py`` path that exists next to the YAML file, made absolute."""
-    if isinstance(spec, str) and spec.endswith(".py") and not Path(spec).is_absolute():
-        candidate = folder / spec
-        if candidate.is_file():
-            return str(candidate.resolve())
-    return spec
+def _absolute_plugins(cfg: DictConfig) -> None:
+    """Plugin paths from the overrides, from the working directory; one built by an
+    interpolation must come out absolute, as it is resolved again on every load."""
+    for i, spec in enumerate(cfg.plugins):
+        if not OmegaConf.is_interpolation(cfg.plugins, i):
+            cfg.plugins[i] = plugin_path(spec, None)
+        elif looks_like_file(spec) and not Path(spec).expanduser().is_absolute():
+            raise ConfigError(
+                f"The plugin path '{spec}' comes from an interpolation and is relative; one "
+                "in plugins: must give an absolute path (it is resolved again whenever the "
+                "run is loaded), e.g. ${oc.env:HOME}/plugins/mine.py."
+            )
 
 
 def _unparsable(dotlist: list[str]) -> ConfigError:
@@ -220,8 +203,9 @@ def _unparsable(dotlist: list[str]) -> ConfigError:
         except (OmegaConfBaseException, yaml.YAMLError) as exc:
             detail = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             return ConfigError(
-                f"Cannot parse the override '{item}': {detail}. Values are read as YAML "
-                "scalars; quote one that holds brackets, colons or '!', e.g. key='\"[x\"'."
+                f"Cannot parse the override '{yamlfile.short(item)}': {detail}. Values are "
+                "read as YAML scalars; quote one that holds brackets, colons or '!', e.g. "
+                "key='\"[x\"'."
             )
     return ConfigError(f"Cannot parse the overrides {' '.join(dotlist)}.")
 
@@ -238,6 +222,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     if path is not None:
         layers.append((f"'{path}'", OmegaConf.create(_read_yaml(Path(path)))))
     dotlist = normalize_overrides(list(overrides))
+    yamlfile.check_overrides(dotlist)
     if dotlist:
         try:
             layers.append(("the overrides", OmegaConf.from_dotlist(dotlist)))
@@ -262,6 +247,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             "built-in resolvers (oc.env, oc.select, ...); set what it refers to, or write "
             "the value itself."
         ) from exc
+    _absolute_plugins(cfg)
     _check_choices(cfg)
     problems = check_ranges(cfg)
     if problems:
@@ -269,12 +255,18 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     return cfg
 
 
-def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
+def to_yaml(cfg: DictConfig, resolve: bool = False) -> str:
+    """The config as YAML. As a run stores it (``config.yaml``, checkpoints),
+    interpolations stay as written and are resolved again on every load, so a
+    value from ``${oc.env:...}`` is never written down; ``resolve=True`` shows
+    every value (``rnnzoo config``)."""
+    return OmegaConf.to_yaml(cfg, resolve=resolve)
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:
-    """``{"model.cell": "lstm", ...}``: the shape W&B's run table groups by."""
+    """``{"model.cell": "lstm", ...}``: the shape W&B's run table groups by. Values
+    are resolved, except those from the environment, which stay as written
+    (``${oc.env:NAME}``; see :mod:`rnnzoo.interpolation`)."""
     out: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -284,5 +276,5 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
         else:
             out[prefix] = node
 
-    walk("", OmegaConf.to_container(cfg, resolve=True))
+    walk("", interpolation.without_env(cfg))
     return out

@@ -13,11 +13,12 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
 from rnnzoo import hookspecs
-from rnnzoo.errors import PluginError, did_you_mean
+from rnnzoo.errors import ConfigError, PluginError, did_you_mean
 
 ENTRY_POINT_GROUP = "rnnzoo"
 
@@ -96,8 +97,35 @@ def _register(pm: PluginManager, plugin: object, name: str, origin: str) -> None
     pm.trace.root.get("register")(name, "from", origin)
 
 
-def _looks_like_file(spec: str) -> bool:
+def looks_like_file(spec: str) -> bool:
+    """Whether a plugin ``spec`` names a file (else a module)."""
     return spec.endswith(".py") or "/" in spec or os.sep in spec
+
+
+def plugin_path(spec: Any, source: Path | None) -> Any:
+    """A relative plugin file path, made absolute, so that a run's config.yaml names
+    the very file that was loaded and nothing is looked up later in whatever folder
+    a command runs from. In an experiment file a path is looked up beside the file,
+    then in the working directory; in an override, in the working directory.
+
+    A run's own config.yaml (with run.json beside it) holds absolute paths; a
+    relative one there (written by an older rnnzoo) is refused rather than looked
+    up in the working directory."""
+    if not isinstance(spec, str) or not looks_like_file(spec) or "${" in spec:
+        return spec
+    path = Path(spec).expanduser()
+    if path.is_absolute():
+        return str(path)
+    if source is not None:
+        if (source.parent / path).is_file():
+            return str((source.parent / path).resolve())
+        if source.name == "config.yaml" and (source.parent / "run.json").is_file():
+            raise ConfigError(
+                f"The run's '{source}' names the plugin '{spec}' by a relative path, which "
+                "could mean any file of that name in the folder a command runs from. "
+                "Write the plugin file's absolute path in that plugins: list."
+            )
+    return str((Path.cwd() / path).resolve())
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -123,18 +151,21 @@ def _import_file(path: Path) -> ModuleType:
 
 def _load(spec: str) -> ModuleType:
     """Import a dotted module name, or a ``.py`` file by path."""
-    if _looks_like_file(spec) and not Path(spec).expanduser().is_file():
+    if looks_like_file(spec) and not Path(spec).expanduser().is_file():
         raise PluginError(
-            f"Plugin file '{spec}' does not exist (looked in {Path.cwd()}; a relative path "
-            "in an experiment's plugins: list is looked up beside the YAML file first). Pass "
-            "the path of a Python file with rnnzoo hooks, or a module name on sys.path."
+            f"Plugin file '{spec}' does not exist (a relative path is looked up in "
+            f"{Path.cwd()}; in an experiment's plugins: list, beside the YAML file first). "
+            "Pass the path of a Python file with rnnzoo hooks, or a module name on sys.path."
         )
     try:
-        if _looks_like_file(spec):
+        if looks_like_file(spec):
             return _import_file(Path(spec).expanduser())
         return importlib.import_module(spec)
     except PluginError:
         raise
+    except SystemExit as exc:
+        fix = "Fix the plugin, or leave it out of the -p options and the experiment's plugins: list"
+        raise _exited(f"Plugin '{spec}'", exc, fix) from exc
     except Exception as exc:
         raise PluginError(
             f"Plugin '{spec}' failed to import: {type(exc).__name__}: {exc}. Fix the "
@@ -143,12 +174,24 @@ def _load(spec: str) -> ModuleType:
         ) from exc
 
 
+def _exited(plugin: str, exc: SystemExit, fix: str) -> PluginError:
+    """A plugin that calls sys.exit() while being imported would end rnnzoo with
+    its exit code (0, for a run that never happened)."""
+    return PluginError(
+        f"{plugin} called sys.exit({exc.code!r}) while being imported; a plugin must not "
+        f"exit. {fix}; `rnnzoo --debug ...` shows where it exits."
+    )
+
+
 def _entry_point_plugins(pm: PluginManager) -> None:
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "unknown"
         origin = f"entry point '{ep.name}' of {dist}"
         try:
             plugin = ep.load()
+        except SystemExit as exc:
+            fix = "Fix or uninstall that package, or set RNNZOO_DISABLE_PLUGIN_AUTOLOAD=1"
+            raise _exited(f"Plugin '{ep.name}' ({origin})", exc, fix) from exc
         except Exception as exc:
             raise PluginError(
                 f"Plugin '{ep.name}' ({origin}) failed to import: "

@@ -8,6 +8,7 @@ against them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PureWindowsPath
 from typing import Any
 
 
@@ -80,6 +81,7 @@ class TrainerConfig:
     # large effective batches in little memory
     grad_accum: int = 1
     # seeds the model, the data order and the synthetic data: same seed, same run
+    # (from -2**63 to 2**64 - 1, as torch.manual_seed takes)
     seed: int = 0
     # torch.use_deterministic_algorithms: slower, bit-for-bit repeatable on CUDA too
     deterministic: bool = False
@@ -133,7 +135,8 @@ class GradflowConfig:
 class TrackingConfig:
     # W&B project that collects the runs to compare
     project: str = "rnnzoo"
-    # W&B run name and run-folder prefix; null = TASK-CELL (the folder adds the time)
+    # W&B run name and run-folder prefix, a plain folder name (no '/'); null =
+    # TASK-CELL (the folder adds the time)
     name: str | None = None
     # W&B group, e.g. one per experiment file, to compare its variants
     group: str | None = None
@@ -146,7 +149,9 @@ class TrackingConfig:
 @dataclass
 class ExperimentConfig:
     # extra plugin modules or .py files to load (like `-p`); a relative path is
-    # looked up beside the YAML file first
+    # looked up beside the YAML file, then in the working directory, and saved
+    # absolute. Loading a plugin imports and runs its code, as `pip install` runs a
+    # package's: run only experiment files you trust
     plugins: list[str] = field(default_factory=list)
     # `name` picks the task; every other key is a parameter of that task
     task: dict[str, Any] = field(default_factory=lambda: {"name": "adding"})
@@ -168,6 +173,30 @@ class ExperimentConfig:
 
 # the largest float32: a learning rate above it overflows in the optimizer
 _FLOAT32_MAX = 3.4028234663852886e38
+# the seeds torch.manual_seed accepts (a negative one wraps around modulo 2**64)
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def run_name_problem(name: str | None) -> str | None:
+    """Why ``tracking.name`` cannot name a folder under ``runs/``, or None. It is
+    one plain folder name: a path (``../x``, ``/tmp/x``, ``a/b``) would put the run
+    somewhere else."""
+    if name is None:
+        return None
+    plain = (
+        name.strip() != ""
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\")
+        and not any(ord(c) < 32 or ord(c) == 127 for c in name)  # NUL, newlines, ...
+        and not PureWindowsPath(name).drive
+    )
+    if plain:
+        return None
+    return (
+        "'tracking.name' must be a plain folder name (no '/', '\\', drive or control "
+        f"characters; not '.', '..' or empty), got {name!r}: the run folder is runs/NAME-TIME. Use "
+        "--run-dir to put the run elsewhere, or null for TASK-CELL."
+    )
 
 
 def check_ranges(cfg: Any) -> list[str]:
@@ -200,4 +229,12 @@ def check_ranges(cfg: Any) -> list[str]:
         problems.append(f"'trainer.dist_backend' is '{t.dist_backend}'; choose gloo, nccl or mpi.")
     if g.every < 0 or g.batch_size < 1:
         problems.append("'gradflow.every' must be >= 0 and 'gradflow.batch_size' >= 1.")
+    if not SEED_RANGE[0] <= t.seed <= SEED_RANGE[1]:
+        problems.append(
+            f"'trainer.seed' must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]} (what "
+            f"torch.manual_seed accepts), got {t.seed}."
+        )
+    name_problem = run_name_problem(cfg.tracking.name)
+    if name_problem:
+        problems.append(name_problem)
     return problems

@@ -40,6 +40,12 @@ SMALL = (
 )
 CONLLU_LINE = "1\tI\tI\tPRON\tPRP\t_\t2\tnsubj\t_\t_\n"
 TEXT = "the quick brown fox jumps over the lazy dog. " * 20
+#: nine levels of nested aliases, nine each: 9**9 strings once expanded (324 bytes)
+ALIAS_BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+    f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
+#: lists nested 5000 deep: deeper than Python's recursion limit
+DEEP = "[" * 5000 + "]" * 5000
 CELL_PLUGIN = """
     from rnnzoo import hookimpl
     from rnnzoo_plugins.cells.elman import ElmanCell
@@ -151,6 +157,16 @@ def no_checkpoints(w: Workspace) -> list[str | Path]:
 
 def foreign_checkpoint(w: Workspace) -> list[str | Path]:
     torch.save({"weights": torch.zeros(3)}, w.latest())
+    return ["eval", w.run()]
+
+
+def relative_plugin_in_run_config(w: Workspace) -> list[str | Path]:
+    """A run whose config.yaml names a plugin by a relative path (as runs made
+    before plugin paths were saved absolute could)."""
+    saved = w.run() / "config.yaml"
+    text = saved.read_text(encoding="utf-8")
+    assert "plugins: []\n" in text
+    saved.write_text(text.replace("plugins: []\n", "plugins: [relplug.py]\n"))
     return ["eval", w.run()]
 
 
@@ -286,6 +302,62 @@ CASES = [
         ("latin.yaml' is not UTF-8 text (byte 0xe9", "Save it as UTF-8"),
     ),
     Case(
+        "yaml-alias-bomb",
+        lambda w: ["config", w.text("bomb.yaml", ALIAS_BOMB)],
+        2,
+        (
+            "bomb.yaml' at line 2, column 8",
+            "the alias '*a' repeats an anchored value",
+            "rnnzoo refuses YAML aliases",
+            "${other.key}",
+        ),
+    ),
+    Case(
+        "yaml-merge-key-alias",
+        lambda w: [
+            "config",
+            w.text("merge.yaml", "base: &base {steps: 4}\ntrainer:\n  <<: *base\n"),
+        ],
+        2,
+        ("merge.yaml' at line 3, column 7", "the alias '*base'", "${other.key}"),
+    ),
+    Case(
+        "override-with-an-alias",
+        train("tracking.tags=[&t x, *t, *t]"),
+        2,
+        ("Cannot use the override 'tracking.tags=[&t x, *t, *t]'", "the alias '*t'"),
+    ),
+    Case(
+        "yaml-null-key",
+        lambda w: ["config", w.text("null.yaml", "null: 3\n")],
+        2,
+        ("null.yaml' at line 1, column 1", "a key is empty (null or ~)"),
+    ),
+    Case(
+        "yaml-null-key-in-a-section",
+        lambda w: ["config", w.text("tilde.yaml", "model:\n  cell: gru\n  ~: 3\n")],
+        2,
+        ("tilde.yaml' at line 3, column 3", "a key is empty (null or ~)"),
+    ),
+    Case(
+        "yaml-bool-key",
+        lambda w: ["config", w.text("on.yaml", "trainer:\n  on: 3\n")],
+        2,
+        ("on.yaml' at line 2, column 3", "the key True is read as bool", "quote it"),
+    ),
+    Case(
+        "yaml-nested-too-deep",
+        lambda w: ["config", w.text("deep.yaml", f"task: {{name: adding, x: {DEEP}}}\n")],
+        2,
+        ("deep.yaml' at line 1", "nested more than 32 levels deep"),
+    ),
+    Case(
+        "override-nested-too-deep",
+        train(f"task.x={DEEP}"),
+        2,
+        ("Cannot use the override 'task.x=[[[[[[", "...'", "nested more than 32 levels deep"),
+    ),
+    Case(
         "missing-experiment-file",
         lambda w: ["train", w.tmp / "nope.yaml"],
         2,
@@ -398,6 +470,39 @@ CASES = [
         train("trainer.max_nonfinite=0"),
         2,
         ("'trainer.max_nonfinite' must be at least 1",),
+    ),
+    Case(
+        "seed-too-large",
+        train("trainer.seed=18446744073709551616"),
+        2,
+        (
+            "'trainer.seed' must be an integer from -9223372036854775808 to 18446744073709551615",
+            "got 18446744073709551616",
+        ),
+    ),
+    Case(
+        "seed-too-small",
+        train("trainer.seed=-9223372036854775809"),
+        2,
+        ("'trainer.seed' must be an integer from", "got -9223372036854775809"),
+    ),
+    Case(
+        "run-name-that-climbs-out-of-runs",
+        train("tracking.name=../../x"),
+        2,
+        ("'tracking.name' must be a plain folder name", "got '../../x'"),
+    ),
+    Case(
+        "absolute-run-name",
+        train("tracking.name=/tmp/x"),
+        2,
+        ("'tracking.name' must be a plain folder name", "got '/tmp/x'"),
+    ),
+    Case(
+        "empty-run-name",
+        train("tracking.name=''"),
+        2,
+        ("'tracking.name' must be a plain folder name", "got ''", "null"),
     ),
     Case(
         "unsupported-device",
@@ -551,6 +656,15 @@ CASES = [
         ),
     ),
     Case(
+        "run-config-with-a-relative-plugin-path",
+        relative_plugin_in_run_config,
+        2,
+        (
+            "config.yaml' names the plugin 'relplug.py' by a relative path",
+            "absolute path",
+        ),
+    ),
+    Case(
         "eval-on-a-folder-that-is-no-run",
         lambda w: ["eval", w.tmp],
         2,
@@ -587,6 +701,18 @@ CASES = [
         lambda w: ["sample", w.run("lm"), "--temperature", "0"],
         2,
         ("--temperature must be positive",),
+    ),
+    Case(
+        "sample-at-temperature-nan",
+        lambda w: ["sample", w.run("lm"), "--temperature", "nan"],
+        2,
+        ("--temperature must be positive and finite",),
+    ),
+    Case(
+        "sample-at-temperature-inf",
+        lambda w: ["sample", w.run("lm"), "--temperature", "inf"],
+        2,
+        ("--temperature must be positive and finite",),
     ),
     Case(
         "sample-no-tokens",
@@ -630,6 +756,22 @@ CASES = [
         lambda w: ["plugins", "-p", w.text("broken.py", "raise ValueError('half written')\n")],
         2,
         ("broken.py' failed to import: ValueError: half written",),
+    ),
+    Case(
+        "plugin-that-exits-at-import",
+        lambda w: ["-p", w.text("quits.py", "import sys\n\nsys.exit(0)\n"), "list"],
+        2,
+        ("quits.py' called sys.exit(0) while being imported", "a plugin must not exit"),
+    ),
+    Case(
+        "plugin-that-exits-with-a-message",
+        lambda w: [
+            "plugins",
+            "-p",
+            w.text("says.py", "raise SystemExit('no GPU here')\n"),
+        ],
+        2,
+        ("says.py' called sys.exit('no GPU here') while being imported",),
     ),
     Case(
         "plugin-file-missing",
@@ -757,6 +899,25 @@ def test_bf16_on_cpu_falls_back_to_fp32(tmp_path: Path) -> None:
     assert warning not in runs["fp32"][0]
     bf16, fp32 = runs["bf16"][1], runs["fp32"][1]
     assert all(torch.equal(bf16[k], fp32[k]) and bf16[k].dtype == torch.float32 for k in fp32)
+
+
+def test_eval_prints_its_metrics_when_eval_json_cannot_be_written(
+    tmp_path: Path, trained: dict[str, Path]
+) -> None:
+    """A run folder where eval.json cannot be written (a folder of that name is in
+    the way, which stops root too): the metrics are printed all the same, one line
+    of warning names the file, and the exit code is 0."""
+    run = Workspace(tmp_path, trained).run()
+    (run / "eval.json").mkdir()
+    result = rnnzoo("eval", run)
+    assert result.code == 0, result.output
+    printed = dict(line.split() for line in result.out.splitlines())
+    assert set(printed) >= {"step", "val/loss", "val/mse", "baseline/mse"}, result.out
+    assert float(printed["step"]) == 4
+    warning = result.err.strip()
+    assert "\n" not in warning and "Traceback" not in warning, result.err
+    assert warning.startswith(f"rnnzoo: warning: could not write '{run / 'eval.json'}'"), warning
+    assert (run / "eval.json").is_dir()
 
 
 # -- a write error while saving ---------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import shutil
@@ -163,3 +164,30 @@ def test_describe_says_when_an_activation_can_amplify(tmp_path: Path) -> None:
     result = rnnzoo("-p", plugin, "describe", "steep")
     assert result.code == 0, result.output
     assert "g'(z) lies in [0, 2]: it can exceed 1" in result.out
+
+
+def colored(*args: str) -> tuple[str, str]:
+    """``rnnzoo ARGS`` with click's colour forced on, as on a terminal: stdout, stderr."""
+    from click.testing import CliRunner
+
+    from rnnzoo.cli import main
+
+    with CliRunner().isolation(color=True) as (out, err, _):
+        with contextlib.suppress(SystemExit):
+            main(list(args))
+        return out.getvalue().decode(), err.getvalue().decode()
+
+
+@pytest.mark.parametrize("no_color", ["", "1", "false"])
+def test_no_color_turns_ansi_codes_off_even_on_a_terminal(
+    no_color: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NO_COLOR set to any non-empty value (https://no-color.org) leaves out every
+    ANSI code: in the one-paragraph error and in a command's own output."""
+    monkeypatch.setenv("RNNZOO_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv("NO_COLOR", no_color)
+    listing, _ = colored("list", "cells")
+    _, error = colored("describe", "lstn")
+    assert "lstm" in listing
+    assert "Error: No component is called 'lstn'" in error
+    assert ("\x1b[" in listing + error) == (no_color == ""), (listing, error)

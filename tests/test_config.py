@@ -289,3 +289,34 @@ def test_configuration_reference_covers_every_key_with_its_default() -> None:
         for part in key.split("."):
             value = value[part]
         assert yaml.safe_load(rows[key]) == value, f"{key}: documented {rows[key]}, is {value!r}"
+
+
+def test_values_from_the_environment_stay_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a run stores keeps every interpolation; the W&B config resolves all but
+    the values that depend on the environment, directly, through a key, a section,
+    a relative key or oc.select. ``rnnzoo config`` shows every value."""
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    cfg = config.load(
+        None,
+        [
+            "tracking.group=${oc.env:SECRET_TOKEN}",
+            "tracking.name=${.group}-run",
+            "tracking.tags=[plain, '${oc.select:tracking.group,none}', '${tracking.project}']",
+            "task.secret=${oc.decode:'${oc.env:SECRET_TOKEN}'}",
+            "task.note=${tracking.name}",
+            "run_dir=${trainer.steps}",
+        ],
+    )
+    assert cfg.tracking.name == "hunter2-run"  # the config itself resolves as usual
+    stored = config.to_yaml(cfg)
+    assert "hunter2" not in stored
+    assert "group: ${oc.env:SECRET_TOKEN}" in stored and "run_dir: ${trainer.steps}" in stored
+    assert "hunter2" in config.to_yaml(cfg, resolve=True)
+    flat = config.flatten(cfg)
+    assert "hunter2" not in repr(flat)
+    assert flat["tracking.group"] == "${oc.env:SECRET_TOKEN}"
+    assert flat["tracking.name"] == "${.group}-run"
+    assert flat["tracking.tags"] == ["plain", "${oc.select:tracking.group,none}", "rnnzoo"]
+    assert flat["task.note"] == "${tracking.name}"
+    assert flat["run_dir"] == "1000"
+    assert flat["trainer.steps"] == 1000

@@ -225,3 +225,36 @@ def test_train_then_eval_a_self_contained_run_folder(
         main(["eval", str(run_dir), f"task.dev={tmp_path / 'missing.conllu'}"])
     assert exit_info.value.code == 2
     assert "task.dev=PATH" in capsys.readouterr().err
+
+
+def conllu_line(word_id: int, form: str, upos: str = "NOUN") -> str:
+    return f"{word_id}\t{form}\t_\t{upos}\t_\t_\t0\troot\t_\t_"
+
+
+@pytest.mark.parametrize(
+    "char",
+    ["\u2028", "\u2029", "\x85", "\x0c", "\x0b", "\x1c", "\x1d", "\x1e", "\r"],
+    ids=["U+2028", "U+2029", "U+0085", "form-feed", "vertical-tab", "FS", "GS", "RS", "CR"],
+)
+def test_only_a_newline_ends_a_line(char: str, tmp_path: Path) -> None:
+    """CoNLL-U lines end at '\\n' (a '\\r' before it is dropped): a character that
+    str.splitlines also takes for a line break stays inside its field, and line
+    numbers in messages count '\\n' only."""
+    form = f"a{char}b"
+    text = f"{conllu_line(1, form)}\n{conllu_line(2, 'c', 'PUNCT')}\n\n"
+    sentences = parse_conllu(text, tmp_path / "x.conllu", column=3)
+    assert [(s.words, s.tags) for s in sentences] == [([form, "c"], ["NOUN", "PUNCT"])]
+    broken = f"{conllu_line(1, form)}\n2\tc\n"
+    with pytest.raises(DataError, match=r"x\.conllu' line 2 is not a CoNLL-U line"):
+        parse_conllu(broken, tmp_path / "x.conllu", column=3)
+
+
+def test_windows_line_ends(tmp_path: Path) -> None:
+    text = (
+        f"{conllu_line(1, 'a')}\r\n{conllu_line(2, 'b', 'VERB')}\r\n\r\n{conllu_line(1, 'c')}\r\n"
+    )
+    sentences = parse_conllu(text, tmp_path / "x.conllu", column=3)
+    assert [(s.words, s.tags) for s in sentences] == [
+        (["a", "b"], ["NOUN", "VERB"]),
+        (["c"], ["NOUN"]),
+    ]

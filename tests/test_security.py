@@ -5,7 +5,11 @@ only from installed entry points or paths the user names."""
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ import torch
 from cli_run import rnnzoo, write
 from omegaconf import OmegaConf
 from omegaconf.basecontainer import BaseContainer
+from wandb_records import read_run, run_files
 
 from rnnzoo import checkpoint
 from rnnzoo.plugins import plugin_manager
@@ -242,3 +247,127 @@ def test_a_run_folder_names_its_plugins_in_its_config(tmp_path: Path) -> None:
     assert list(saved.plugins) == [str(plugin.resolve())]
     assert rnnzoo("eval", run).code == 0  # the cell 'planted' exists only in that file
     assert json.loads((run / "eval.json").read_text())["step"] == 4
+
+
+def test_a_plugin_path_relative_to_the_working_directory_is_saved_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``plugins: [relplug.py]`` found in the working directory (not beside the
+    YAML), and the ``plugins=[...]`` override: config.yaml holds the absolute path,
+    and eval from another folder, where another relplug.py lies, loads the one the
+    run was trained with."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    original = write(project / "relplug.py", PLANTED)
+    write(elsewhere / "relplug.py", PLANTED.replace('"planted"', '"impostor"'))
+    experiment = write(
+        tmp_path / "experiments" / "mine.yaml",
+        "plugins: [relplug.py]\nmodel: {cell: planted}\n",
+    )
+    monkeypatch.chdir(project)
+    runs = {"file": tmp_path / "run-file", "override": tmp_path / "run-override"}
+    assert rnnzoo("train", experiment, *SMALL, "--run-dir", runs["file"]).code == 0
+    result = rnnzoo(
+        "train", ADDING, *SMALL, "plugins=[relplug.py]", "model.cell=planted",
+        "--run-dir", runs["override"],
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    monkeypatch.chdir(elsewhere)
+    for run in runs.values():
+        assert list(OmegaConf.load(run / "config.yaml").plugins) == [str(original.resolve())]
+        result = rnnzoo("eval", run)
+        assert result.code == 0, result.output  # the cell 'planted' is only in the original
+        assert json.loads((run / "eval.json").read_text())["step"] == 4
+    assert not (elsewhere / "relplug.imported").exists()
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    """Nine levels of nine aliases (9**9 strings once expanded, 324 bytes): refused
+    while parsing, in a process that would otherwise run for minutes."""
+    levels = "abcdefghi"
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+        f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n"
+        for a, b in zip(levels[:-1], levels[1:], strict=True)
+    )
+    experiment = write(tmp_path / "bomb.yaml", bomb)
+
+    def limit_memory() -> None:  # without the fix, fail fast instead of filling the machine
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    env = {**os.environ, "RNNZOO_DISABLE_PLUGIN_AUTOLOAD": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnzoo", "config", str(experiment)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        preexec_fn=limit_memory,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"Error: Experiment file '{experiment}' at line 2, column 8")
+    assert "rnnzoo refuses YAML aliases" in proc.stderr
+
+
+TOKEN_TASK = """
+from rnnzoo import hookimpl
+from rnnzoo_plugins.tasks.synthetic import AddingTask
+
+
+class TokenAdding(AddingTask):
+    def __init__(
+        self, seed: int = 0, length: int = 6, val_size: int = 16, token: str = "", header: str = ""
+    ) -> None:
+        super().__init__(seed, length, val_size)
+
+
+@hookimpl
+def rnnzoo_tasks():
+    return {"token_adding": TokenAdding}
+"""
+
+
+def test_values_from_the_environment_are_never_written_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret passed as ${oc.env:SECRET_TOKEN}, and a value built from it, stay
+    interpolations in config.yaml, the checkpoints and the W&B config; nothing in
+    the run folder or the output holds the secret. eval resolves it again."""
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    plugin = write(tmp_path / "token_task.py", TOKEN_TASK)
+    experiment = write(
+        tmp_path / "secret.yaml",
+        f"""
+        plugins: [{plugin}]
+        task:
+          name: token_adding
+          token: ${{oc.env:SECRET_TOKEN}}
+          header: Bearer ${{.token}}
+        trainer: {{eval_every: "${{trainer.steps}}"}}
+        """,
+    )
+    run = tmp_path / "run"
+    small = [s for s in SMALL if not s.startswith(("task.", "tracking."))]
+    trained = rnnzoo("train", experiment, *small, "tracking.wandb_mode=offline", "--run-dir", run)
+    assert trained.code == 0, trained.output
+    evaluated = rnnzoo("eval", run)
+    assert evaluated.code == 0, evaluated.output
+    assert "hunter2" not in trained.output + evaluated.output
+
+    saved = (run / "config.yaml").read_text(encoding="utf-8")
+    assert "token: ${oc.env:SECRET_TOKEN}" in saved and "header: Bearer ${.token}" in saved
+    stored = torch.load(checkpoint.latest(run), weights_only=True)
+    assert "token: ${oc.env:SECRET_TOKEN}" in stored["config"]
+    (wandb_file,) = run_files(run)
+    wandb_config = read_run(wandb_file).config
+    assert wandb_config["task.token"] == "${oc.env:SECRET_TOKEN}"
+    assert wandb_config["task.header"] == "Bearer ${.token}"
+    assert wandb_config["trainer.eval_every"] == 4  # what does not read the environment is resolved
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert {run / "config.yaml", run / "metrics.jsonl", wandb_file} <= set(files)
+    assert [p for p in files if b"hunter2" in p.read_bytes()] == []
+
+    monkeypatch.delenv("SECRET_TOKEN")
+    missing = rnnzoo("eval", run)
+    assert missing.code == 2, missing.output
+    assert "'task.token' cannot be resolved" in missing.err and "SECRET_TOKEN" in missing.err

@@ -39,14 +39,18 @@ class Sentence:
 def parse_conllu(text: str, path: Path, column: int) -> list[Sentence]:
     """Sentences of a CoNLL-U file: words and the tag in ``column``.
 
-    Comment lines, multiword-token lines (``3-4``) and empty nodes (``8.1``) are
-    skipped; anything that is not ten tab-separated fields with a word id raises
+    Lines end at a newline (a carriage return before it is dropped). Comment
+    lines, multiword-token lines (``3-4``) and empty nodes (``8.1``) are skipped;
+    anything that is not ten tab-separated fields with a word id raises
     DataError naming the file and line.
     """
     sentences: list[Sentence] = []
     current = Sentence([], [], [])
     tag_name = "UPOS" if column == COLUMNS["upos"] else "XPOS"
-    for number, line in enumerate(text.splitlines(), 1):
+    # lines end at "\n" only: str.splitlines would also break inside a field at
+    # U+2028, U+0085, a form feed and others, which a word may hold
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = raw.removesuffix("\r")
         where = f"'{path}' line {number}"
         if not line.strip():
             if current.words:

@@ -117,4 +117,4 @@ def config_command(
 
     cfg = config.load(experiment, overrides)
     validate(cfg, registry(ctx, [*plugins, *cfg.plugins]))
-    click.echo(config.to_yaml(cfg), nl=False)
+    click.echo(config.to_yaml(cfg, resolve=True), nl=False)

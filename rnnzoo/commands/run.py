@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -118,9 +119,17 @@ def eval_command(
     metrics = {"step": float(run.step)}
     metrics.update(evaluate(run.model, run.task, t.batch_size, run.device, None, amp))
     metrics.update({f"baseline/{k}": v for k, v in run.task.baseline().items()})
-    write_json(Path(run_dir) / "eval.json", metrics)
-    for key, value in metrics.items():
+    for key, value in metrics.items():  # the finished work first, whatever the folder allows
         click.echo(f"{key:<20} {value:.6g}")
+    target = Path(run_dir) / "eval.json"
+    try:
+        write_json(target, metrics)
+    except OSError as exc:
+        click.echo(
+            f"rnnzoo: warning: could not write '{target}': {exc.strerror or exc}; the "
+            "metrics above are all there is.",
+            err=True,
+        )
 
 
 @click.command()
@@ -154,8 +163,11 @@ def sample(
             f"The run in '{run_dir}' uses head '{run.cfg.model.head}', which cannot "
             "sample; train with model.head=lm."
         )
-    if temperature <= 0 or length < 1 or (top_k is not None and top_k < 1):
-        raise UsageError("--temperature must be positive; --length and --top-k at least 1.")
+    if not 0 < temperature < math.inf or length < 1 or (top_k is not None and top_k < 1):
+        raise UsageError(
+            "--temperature must be positive and finite (1 samples the model as it is); "
+            "--length and --top-k at least 1."
+        )
     ids = run.task.encode(prompt) if prompt else [0]
     generator = torch.Generator().manual_seed(seed)
     out = sample_from(run.model, ids, length, temperature, top_k, generator)
