@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -181,7 +180,14 @@ def test_a_lost_rank_stops_the_other_and_the_run_resumes_on_one(tmp_path: Path, 
 
 
 def test_a_global_batch_that_does_not_divide_is_an_error(tmp_path: Path) -> None:
-    result = launch(2, "train", ADDING, *SMALL, "trainer.batch_size=15", cwd=tmp_path)
+    """Through the rnnzoo script (``torchrun --no-python rnnzoo``) this time."""
+    script = Path(sys.executable).parent / "rnnzoo"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "--no-python", script, "train", ADDING, *SMALL, "trainer.batch_size=15"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
     assert result.returncode != 0
     # each rank says it in one paragraph (torchrun then reports the failed processes)
     assert "Error: trainer.batch_size=15 is the global batch, shared by 2 processes" in (

@@ -1,9 +1,10 @@
 """The run folder: its layout, the files in it, and loading a trained run back.
 
-A run folder holds ``config.yaml`` (the resolved experiment), ``run.json`` (the W&B
-run id), ``metrics.jsonl`` and ``gradflow.jsonl`` (one JSON object per logged
-step), ``summary.json``, the task's own files (vocabularies) and
-``checkpoints/ckpt-STEP.pt``. Every file is replaced atomically.
+A run folder holds ``config.yaml`` (the experiment, interpolations as written),
+``run.json`` (the W&B run id), ``metrics.jsonl`` and ``gradflow.jsonl`` (one JSON
+object per logged step), ``summary.json``, the task's own files (vocabularies) and
+``checkpoints/ckpt-STEP.pt``, and the writer's lock ``.lock``. Every file is
+replaced atomically.
 """
 
 from __future__ import annotations
