@@ -68,9 +68,11 @@ def _network_error(url: str, exc: BaseException, timeout: float) -> DownloadErro
 
 
 def _copy(
-    url: str, out: BinaryIO, timeout: float, advance: Callable[[int], None]
+    url: str, out: BinaryIO, size: int, timeout: float, advance: Callable[[int], None]
 ) -> tuple[int, str]:
-    """Stream ``url`` into ``out``; the byte count and SHA-256 of what came."""
+    """Stream ``url`` into ``out``; the byte count and SHA-256 of what came. More
+    than ``size`` bytes (the pinned size) stops the download: a file that is too long
+    cannot match, and an endless one must not fill the disk."""
     request = urllib.request.Request(url, headers={"User-Agent": f"rnnzoo/{__version__}"})
     digest, got = hashlib.sha256(), 0
     try:
@@ -82,6 +84,11 @@ def _copy(
                 digest.update(block)
                 got += len(block)
                 advance(len(block))
+                if got > size:
+                    raise DownloadError(
+                        f"Downloading '{url}' stopped: the server sent more than the "
+                        f"{size:,} bytes of the pinned file. Nothing was saved. {HINT}"
+                    )
     except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
         raise _network_error(url, exc, timeout) from exc
     if announced is not None and got < announced:
@@ -119,9 +126,9 @@ def download(
                     file=sys.stderr,
                     leave=False,
                 ) as progress:
-                    got, digest = _copy(url, out, timeout, progress.update)
+                    got, digest = _copy(url, out, size, timeout, progress.update)
             else:
-                got, digest = _copy(url, out, timeout, lambda n: None)
+                got, digest = _copy(url, out, size, timeout, lambda n: None)
             out.flush()
             os.fsync(out.fileno())
         if digest != sha256:

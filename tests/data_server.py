@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 #: how a path is served: whole, with one byte changed, cut short (the Content-Length
 #: of the whole file, then half of it and a closed connection), stalled (half, then
-#: nothing until the test ends), or not found
-MODES = ("ok", "corrupt", "short", "stall", "404")
+#: nothing until the test ends), too long (the file twice, no Content-Length), or
+#: not found
+MODES = ("ok", "corrupt", "short", "stall", "long", "404")
 
 
 @dataclass
@@ -39,10 +40,13 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 return
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(body)))
+            if mode != "long":
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if mode == "corrupt":
                 body = body[:-1] + bytes([body[-1] ^ 1])
+            elif mode == "long":
+                body = body * 2
             elif mode in ("short", "stall"):
                 body = body[: len(body) // 2]
             self.wfile.write(body)

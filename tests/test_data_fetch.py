@@ -112,6 +112,13 @@ def test_a_download_cut_short_leaves_no_partial_file(mirror: Mirror, tmp_path: P
     assert cached(tmp_path) == []
 
 
+def test_a_download_longer_than_the_file_is_stopped(mirror: Mirror, tmp_path: Path) -> None:
+    mirror.modes["/toy_set/a.bin"] = "long"
+    result = rnnzoo("data", "fetch", "toy")
+    assert result.code == 1 and f"more than the {len(A):,} bytes" in result.err
+    assert cached(tmp_path) == []
+
+
 def test_a_stalled_server_times_out(mirror: Mirror, tmp_path: Path) -> None:
     mirror.modes["/toy_set/a.bin"] = "stall"
     result = rnnzoo("data", "fetch", "toy", "--timeout", "0.5")
