@@ -6,15 +6,17 @@ works offline, and the pinned checksums against that copy.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import threading
 import urllib.request
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from cli_run import rnnzoo
-from data_server import serve
 
 from rnnzoo import config, datasets
 from rnnzoo.errors import DataError
@@ -116,6 +118,7 @@ def test_a_missing_dataset_says_how_to_fetch_it_and_downloads_nothing(
     assert f"'{offline}' (set by RNNZOO_DATA)" in message
     assert "never downloads" in message and "'task.train=PATH'" in message
     assert not (offline / "tinyshakespeare" / "input.txt").exists()
+    assert not (tmp_path / "run").exists()  # stopped before it started
 
 
 def test_references_name_a_dataset_and_one_of_its_files(offline: Path) -> None:
@@ -169,17 +172,46 @@ def test_the_pinned_checksums_are_those_of_the_shared_copy() -> None:
             assert sums[path] == f.sha256, path
 
 
-def test_a_real_dataset_downloads_from_a_mirror_of_the_shared_copy(
+def test_a_real_dataset_downloads_from_http_server_serving_a_copy(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """docs/data.md: `python -m http.server --directory COPY` is a mirror."""
     root = shared()
-    with serve() as mirror:
-        text = (root / "tinyshakespeare" / "input.txt").read_bytes()
-        mirror.files["/tinyshakespeare/input.txt"] = text
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
         monkeypatch.setenv("RNNZOO_DATA", str(tmp_path / "cache"))
-        monkeypatch.setenv("RNNZOO_DATA_URL", mirror.url + "/")
+        monkeypatch.setenv("RNNZOO_DATA_URL", f"http://127.0.0.1:{server.server_address[1]}")
         result = rnnzoo("data", "fetch", "tinyshakespeare")
+    finally:
+        server.shutdown()
+        server.server_close()
     assert result.code == 0, result.output
     fetched = tmp_path / "cache" / "tinyshakespeare" / "input.txt"
-    assert fetched.read_bytes() == text
-    assert mirror.requests == ["/tinyshakespeare/input.txt"]
+    assert fetched.read_bytes() == (root / "tinyshakespeare" / "input.txt").read_bytes()
+
+
+def test_the_documented_statistics_and_licences_hold() -> None:
+    root = shared()
+    doc = (ROOT / "docs" / "data.md").read_text(encoding="utf-8")
+    for name, sentences, words in [("train", 12_544, 204_577), ("dev", 2_001, 25_147)]:
+        text = (root / "ud_english_ewt" / f"en_ewt-ud-{name}.conllu").read_text("utf-8")
+        ids = [line.split("\t")[0] for line in text.splitlines()]
+        found = (sum(1 for b in text.split("\n\n") if b.strip()), sum(map(str.isdigit, ids)))
+        assert found == (sentences, words), name
+        assert f"({sentences:,} sentences, {words:,} words)" in doc
+    shakespeare = (root / "tinyshakespeare" / "input.txt").read_text("ascii")
+    stats = (len(shakespeare), len(set(shakespeare)), shakespeare.count("\n"))
+    assert stats == (1_115_394, 65, 40_000)
+    assert "(1,115,394 characters, 65 distinct, 40,000 lines)" in doc
+    readme = (root / "ud_english_ewt" / "README.md").read_text("utf-8")
+    assert "License: CC BY-SA 4.0" in readme and "**2025-05-15 v2.16**" in readme
+    assert datasets.DATASETS["ud-ewt"].licence == "CC BY-SA 4.0"
+    assert datasets.DATASETS["tinyshakespeare"].licence == "public domain"
+    for d in datasets.DATASETS.values():
+        assert f"| `{d.name}` |" in doc and f"| {d.licence} |" in doc
+        for f in d.files:
+            assert f"{f.sha256}  {d.folder}/{f.name}" in doc
