@@ -8,13 +8,16 @@ Each experiment trains in its own run folder under ``--out`` (W&B disabled) and 
 JSON line per experiment is printed: the final validation metrics, the best value
 of the main metric, training wall time, and the torch thread count it ran with.
 Acceptance on a 2-core CPU: pos_ewt val/acc >= 0.93, char_shakespeare
-val/loss <= 1.6 nats per character.
+val/loss <= 1.6 nats per character. The data come from the data folder
+(``rnnzoo data fetch ud-ewt tinyshakespeare``; docs/data.md); when RNNZOO_DATA is
+unset and the repository's ``../shared/data`` copy exists, that copy is used.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from rnnzoo.training import Trainer
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 NAMES = ("pos_ewt", "char_shakespeare")
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def run(name: str, overrides: list[str], out: Path) -> dict[str, float | str]:
@@ -52,6 +56,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/nlp-bench"))
     args = parser.parse_args()
+    if SHARED_DATA.is_dir():
+        os.environ.setdefault("RNNZOO_DATA", str(SHARED_DATA))
     names = [a for a in args.experiments if "=" not in a] or list(NAMES)
     overrides = [a for a in args.experiments if "=" in a]
     for name in names:

@@ -12,6 +12,7 @@ import click
 from rnnzoo import __version__
 from rnnzoo.commands import gradflow, inspect, run
 from rnnzoo.commands.common import plugin_option
+from rnnzoo.commands.data import data_group
 from rnnzoo.errors import RnnzooError
 from rnnzoo.plugins import plugin_manager
 
@@ -39,6 +40,7 @@ for command in (
     gradflow.gradflow_command,
 ):
     cli.add_command(command)
+cli.add_command(data_group)
 
 
 # -- entry point -----------------------------------------------------------------

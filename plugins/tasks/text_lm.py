@@ -228,9 +228,10 @@ class CharLMTask(TextLMTask):
 
     Every character is a token; the vocabulary is the training text's characters
     (sorted, so the newline comes first) plus ``<unk>``. ``train`` is a UTF-8 text
-    file; ``dev`` another one, or the last ``val_fraction`` of ``train``. Batches
-    are ``bptt`` characters of ``trainer.batch_size`` contiguous streams, the state
-    carried across batches. Metrics: loss (nats per character) and bits per
+    file (a path, or ``data:tinyshakespeare/input.txt`` after ``rnnzoo data fetch
+    tinyshakespeare``); ``dev`` another one, or the last ``val_fraction`` of
+    ``train``. Batches are ``bptt`` characters of ``trainer.batch_size`` contiguous
+    streams, the state carried across batches. Metrics: loss (nats per character) and bits per
     character. ``rnnzoo sample RUN_DIR --prompt ...`` continues a text.
     """
 

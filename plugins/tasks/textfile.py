@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rnnzoo import datasets
 from rnnzoo.errors import CheckpointError, DataError
 from rnnzoo.files import write_text_atomic
 
@@ -16,10 +17,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def find(path: str | None, key: str, what: str) -> Path:
-    """The file ``path`` (the value of config key ``key``): as given, else relative to
-    the working directory, else relative to the project's checkout."""
+    """The file ``path`` (the value of config key ``key``): a file of a known dataset
+    (``data:DATASET/FILE``, in the data folder; see rnnzoo.datasets), else the path as
+    given, relative to the working directory, else relative to the project's checkout."""
     if path is None:
         raise DataError(f"No {what} given: pass '{key}=PATH'.")
+    if datasets.is_reference(path):
+        return datasets.resolve(path, key)
     given = Path(path).expanduser()
     bases = [] if given.is_absolute() else [Path.cwd(), PROJECT_ROOT]
     candidates = [Path(os.path.normpath(base / given)) for base in bases] or [given]
