@@ -15,6 +15,8 @@ import torch
 from rnnzoo.errors import CheckpointError, RnnzooError
 
 PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
+#: the checkpoint of the best evaluation so far, beside the rotating ones
+BEST = "best.pt"
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -43,6 +45,28 @@ def save(
     ``keep_before`` when given (the last one trained on finite values while
     training is in trouble). A crash leaves the previous ones intact."""
     path = checkpoint_path(run_dir, step)
+    _write(path, state)
+    found = list_checkpoints(run_dir)
+    kept = set(found[-keep:] if keep > 0 else [])
+    if keep_before is not None:
+        kept |= set([p for p in found if step_of(p) < keep_before][-1:])
+    for old in found:
+        if old not in kept:
+            old.unlink(missing_ok=True)
+    for stale in path.parent.glob(".ckpt-*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
+    return path
+
+
+def save_best(run_dir: Path, state: dict[str, Any]) -> Path:
+    """Write ``checkpoints/best.pt`` atomically: the weights of the best evaluation
+    so far, which rotation never deletes."""
+    path = run_dir / "checkpoints" / BEST
+    _write(path, state)
+    return path
+
+
+def _write(path: Path, state: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=path.parent)
@@ -61,16 +85,6 @@ def save(
             "space or choose a writable --run-dir; earlier checkpoints are untouched, "
             "so `rnnzoo train --resume` continues from the last one."
         ) from exc
-    found = list_checkpoints(run_dir)
-    kept = set(found[-keep:] if keep > 0 else [])
-    if keep_before is not None:
-        kept |= set([p for p in found if step_of(p) < keep_before][-1:])
-    for old in found:
-        if old not in kept:
-            old.unlink(missing_ok=True)
-    for stale in path.parent.glob(".ckpt-*.tmp"):  # left by a process killed mid-write
-        stale.unlink(missing_ok=True)
-    return path
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -75,6 +75,12 @@ class OptimConfig:
 class TrainerConfig:
     # optimizer steps; enough for an LSTM on the adding problem
     steps: int = 1000
+    # a wall-clock budget in seconds (null: none): the run ends cleanly, with an
+    # evaluation and a checkpoint, once it has trained this long (over all resumes),
+    # so that cells can be compared at equal compute as well as at equal steps
+    max_time: float | None = None
+    # a budget in training tokens (null: none), ended the same way: equal data
+    max_tokens: int | None = None
     # sequences per batch; 64 keeps small models busy
     batch_size: int = 64
     # gradients of this many batches are summed before one optimizer step, for
@@ -223,6 +229,9 @@ def check_ranges(cfg: Any) -> list[str]:
             "'optim.warmup_steps' must be >= 0 and 'optim.min_lr_ratio' in [0, 1], got "
             f"{o.warmup_steps} and {o.min_lr_ratio}."
         )
+    for key in ("max_time", "max_tokens"):
+        if t[key] is not None and not t[key] > 0:
+            problems.append(f"'trainer.{key}' must be positive or null, got {t[key]}.")
     if t.dist_timeout < 1:
         problems.append(f"'trainer.dist_timeout' must be at least 1 second, got {t.dist_timeout}.")
     if t.dist_backend not in (None, "gloo", "nccl", "mpi"):

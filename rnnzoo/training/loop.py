@@ -12,6 +12,7 @@ plugin on those same event hooks.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -20,6 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from rnnzoo import checkpoint
 from rnnzoo.config import to_yaml
 from rnnzoo.registry import Registry
 from rnnzoo.task import Batch
@@ -93,7 +95,7 @@ class Trainer:
             say(reason)
             self.close()
             return self.folder.read_summary() or outcome.summary(cfg, self.task, s, 0.0)
-        started = time.perf_counter()
+        started, spent = time.perf_counter(), s.elapsed
         stop = False
         try:
             ev.preflight(self.model, self.task, cfg, self.device, self.amp)
@@ -112,13 +114,18 @@ class Trainer:
                     # forward and backward every micro-batch; gradients add up (and
                     # are averaged over data-parallel ranks by the last backward)
                     loss_sum, items = 0.0, 0
+                    tokens = 0
                     for micro, batch in enumerate(self.batches(s.step)):
                         last = micro == t.grad_accum - 1
                         loss_sum += self.forward_backward(batch, t.grad_accum, sync=last)
                         items += steps.loss_items(batch, per_token)
-                        self.progress.tokens += batch.num_tokens()
-                    loss_sum, asked = distributed.sum_all(
-                        self.ranks, [loss_sum, float(self.stop.requested)], self.device
+                        tokens += batch.num_tokens()
+                    self.progress.tokens += tokens
+                    s.elapsed, s.tokens = spent + time.perf_counter() - started, s.tokens + tokens
+                    loss_sum, asked, spent_up = distributed.sum_all(
+                        self.ranks,
+                        [loss_sum, float(self.stop.requested), float(s.over_budget(t))],
+                        self.device,
                     )
                     if self.ranks.active:  # every rank stops after the same step
                         self.stop.agreed = asked > 0
@@ -128,6 +135,8 @@ class Trainer:
                     # controllers shape the gradients, the optimizer steps
                     metrics: dict[str, float] = {"train/loss": loss, "train/lr": lr}
                     stop = self.optimizer_step(loss, metrics)
+                    if spent_up > 0 and not stop:  # trainer.max_time or max_tokens
+                        stop, s.stopped = True, "budget"
                     self.optimizer.zero_grad(set_to_none=True)
                     s.step += 1
                     s.window_steps += 1
@@ -135,8 +144,8 @@ class Trainer:
                     self.hook.rnnzoo_step_end(run=self.view, step=s.step, metrics=metrics)
 
                     # evaluate, log and checkpoint when due
-                    stop = self._when_due(metrics, stop)
                     self.progress.step_done()
+                    stop = self._when_due(metrics, stop)
         except RuntimeError as exc:  # a process of the group died or timed out
             self.close()
             if self.ranks.active and distributed.is_comm_error(exc):
@@ -187,12 +196,7 @@ class Trainer:
         norm = steps.grad_norm(self.model)
         what = steps.nonfinite_name(self.model, loss, norm)
         if what is not None:
-            s.note_nonfinite(s.step + 1, t.checkpoint_every)
-            stop = steps.nonfinite_policy(
-                t.on_nonfinite, what, s.step + 1, s.nonfinite_run, t.max_nonfinite
-            )
-            s.stopped = "nonfinite" if stop else s.stopped
-            return stop
+            return steps.skip_nonfinite(s, what, t)
         s.nonfinite_run = 0
         metrics["grad/norm_preclip"] = norm
         s.window_clipped += steps.shape_gradients(self.model, self.controllers, metrics)
@@ -228,6 +232,8 @@ class Trainer:
             self.model, self.task, t.batch_size, self.device, t.eval_batches, self.amp, self.ranks
         )
         stop = ev.track_best(self.state, metrics, self.cfg, self.task)
+        if s.bad_evals == 0 and math.isfinite(s.best or 0.0):  # a new best: keep it
+            self.save_checkpoint(best=True)
         if self.tracker is not None:
             self.tracker.log(s.step, metrics)
         s.last_eval = {**metrics, "step": float(s.step)}
@@ -235,21 +241,10 @@ class Trainer:
         return stop
 
     def _log_window(self, metrics: dict[str, float]) -> None:
-        """Log one ``train/*`` row: the latest step's values, with the loss and the
-        clip rate averaged over the steps since the previous row."""
-        s = self.state
-        n = max(s.window_steps, 1)
-        s.last_train_loss = s.window_loss / n
-        row = {
-            **metrics,
-            "train/loss": s.last_train_loss,
-            "clip/rate": s.window_clipped / n,
-            "train/nonfinite_steps": s.nonfinite,
-            "perf/tokens_per_s": self.progress.tokens_per_s(),
-        }
-        s.window_steps, s.window_loss, s.window_clipped = 0, 0.0, 0.0
+        """Log one ``train/*`` row (see :meth:`TrainState.close_window`)."""
+        row = self.state.close_window(metrics, self.progress.tokens_per_s())
         if self.tracker is not None:
-            self.tracker.log(s.step, row)
+            self.tracker.log(self.state.step, row)
         self.progress.show(row["train/loss"], row["perf/tokens_per_s"])
 
     # -- the run folder and checkpoints ---------------------------------------------
@@ -263,12 +258,14 @@ class Trainer:
             self.folder.claim(new=True)
         resumed_at = self.state.step if self.resumed else None
         self.folder.prepare(self.cfg, self.task, self.run_id, resumed_at)
+        say(f"run folder {self.run_dir}" + (f" (resumed at step {resumed_at})" * self.resumed))
         if self.cfg.trainer.precision == "bf16" and self.device.type != "cuda":
             say("trainer.precision=bf16 needs CUDA; training in fp32")
         self.tracker = self.folder.tracker(self.cfg, self.run_id, self.tags)
 
-    def save_checkpoint(self) -> None:
-        """Rank 0 writes the checkpoint; the carried state is every rank's rows."""
+    def save_checkpoint(self, best: bool = False) -> None:
+        """Rank 0 writes the checkpoint (``best``: ``best.pt``, of the best main
+        metric so far); the carried state is every rank's rows."""
         s, t = self.state, self.cfg.trainer
         carried, s.carried = s.carried, distributed.gather_rows(self.ranks, s.carried)
         try:
@@ -278,6 +275,9 @@ class Trainer:
         if not self.ranks.main:
             return
         state.update(config=to_yaml(self.cfg), run_id=self.run_id)
+        if best:
+            checkpoint.save_best(self.run_dir, state)
+            return
         self.folder.save_checkpoint(
             s.step, state, t.keep_checkpoints, keep_before=s.safe_before(t.checkpoint_every)
         )

@@ -14,7 +14,12 @@ from rnnzoo.training.evaluate import main_metric
 from rnnzoo.training.state import TrainState
 
 #: ``summary["status"]``: how training ended
-STATUS = {None: "finished", "early_stop": "early_stopped", "nonfinite": "diverged"}
+STATUS = {
+    None: "finished",
+    "early_stop": "early_stopped",
+    "nonfinite": "diverged",
+    "budget": "budget_reached",
+}
 
 
 def summary(cfg: DictConfig, task: Task, state: TrainState, wall: float) -> dict[str, Any]:
@@ -26,6 +31,8 @@ def summary(cfg: DictConfig, task: Task, state: TrainState, wall: float) -> dict
         **{k: v for k, v in state.last_eval.items() if k != "step"},
         "train/nonfinite_steps": float(state.nonfinite),
         "time/wall_s": wall,
+        "time/train_s": state.elapsed,
+        "train/tokens": float(state.tokens),
     }
     if state.best is not None:
         values[f"best/{key}"] = state.best
@@ -46,6 +53,15 @@ def nothing_to_do(cfg: DictConfig, task: Task, state: TrainState, folder: str) -
                 f"improve for {state.bad_evals} evaluations (trainer.early_stop_patience="
                 f"{patience}). Nothing was changed. To train on, resume with a larger "
                 "trainer.early_stop_patience, or 0 to switch early stopping off."
+            )
+        state.stopped = None
+    if state.stopped == "budget":
+        if state.over_budget(t):
+            return (
+                f"the run in '{folder}' used up its budget at step {state.step} "
+                f"({state.elapsed:.0f} s, {state.tokens} tokens; trainer.max_time="
+                f"{t.max_time}, trainer.max_tokens={t.max_tokens}). Nothing was changed. "
+                "To train on, resume with a larger budget (or null)."
             )
         state.stopped = None
     if state.step >= t.steps:

@@ -1,5 +1,6 @@
-"""What a person watching training sees: a progress bar with the loss and the
-throughput, measured over each logging window."""
+"""What a person watching training sees: on a terminal a progress bar with the loss
+and the throughput; in a log file (stderr not a terminal) a plain line per logging
+window, at most every few seconds, with the step, loss, throughput and time left."""
 
 from __future__ import annotations
 
@@ -8,17 +9,29 @@ import time
 
 from tqdm import tqdm
 
+#: the least time between two plain progress lines (the last one always shows)
+PLAIN_EVERY_S = 5.0
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
 
 class Progress:
-    """A tqdm bar on stderr (or nothing, when disabled) and the token count of the
-    current logging window."""
+    """Progress on stderr (nothing when disabled) and the token count of the current
+    logging window."""
 
     def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        self.plain = enabled and not sys.stderr.isatty()
+        self.total, self.step = total, initial
         self.bar = tqdm(
-            total=total, initial=initial, disable=not enabled, dynamic_ncols=True,
-            unit="step", file=sys.stderr,
+            total=total, initial=initial, disable=not enabled or self.plain,
+            dynamic_ncols=True, unit="step", file=sys.stderr,
         )  # fmt: skip
-        self.window_start = time.perf_counter()
+        self.started = self.window_start = self.last_line = time.perf_counter()
+        self.first = initial
         self.tokens = 0
 
     def tokens_per_s(self) -> float:
@@ -29,9 +42,25 @@ class Progress:
         return rate
 
     def show(self, loss: float, tokens_per_s: float) -> None:
-        self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:.0f}", refresh=False)
+        """The latest logging window's loss and throughput."""
+        if not self.plain:
+            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:.0f}", refresh=False)
+            return
+        now = time.perf_counter()
+        if now - self.last_line < PLAIN_EVERY_S and self.step < self.total:
+            return
+        self.last_line = now
+        per_step = (now - self.started) / max(self.step - self.first, 1)
+        eta = _duration(per_step * (self.total - self.step))
+        print(
+            f"rnnzoo: step {self.step}/{self.total}  loss {loss:.4f}  "
+            f"{tokens_per_s:,.0f} tokens/s  eta {eta}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def step_done(self) -> None:
+        self.step += 1
         self.bar.update(1)
 
     def close(self) -> None:

@@ -35,8 +35,12 @@ class TrainState:
     best: float | None = None
     bad_evals: int = 0
     last_eval: dict[str, float] = field(default_factory=dict)
-    #: why training stopped before ``trainer.steps``: "early_stop" or "nonfinite"
+    #: why training stopped before ``trainer.steps``: "early_stop", "nonfinite" or
+    #: "budget" (``trainer.max_time`` or ``trainer.max_tokens`` reached)
     stopped: str | None = None
+    #: training so far, over all resumes: seconds of the training loop, and tokens
+    elapsed: float = 0.0
+    tokens: int = 0
     #: the first non-finite step of the current stretch of trouble, and the latest
     #: (a stretch ends after ``checkpoint_every`` finite steps in a row)
     trouble_start: int | None = None
@@ -56,6 +60,26 @@ class TrainState:
             self.trouble_start = step
         self.last_nonfinite = step
 
+    def over_budget(self, t: Any) -> bool:
+        """Whether ``trainer.max_time`` or ``trainer.max_tokens`` is used up."""
+        time_up = t.max_time is not None and self.elapsed >= t.max_time
+        return time_up or (t.max_tokens is not None and self.tokens >= t.max_tokens)
+
+    def close_window(self, metrics: dict[str, float], tokens_per_s: float) -> dict[str, float]:
+        """The ``train/*`` row of the logging window that ends now: the latest step's
+        ``metrics``, with the loss and clip rate averaged over the window's steps."""
+        n = max(self.window_steps, 1)
+        self.last_train_loss = self.window_loss / n
+        row = {
+            **metrics,
+            "train/loss": self.last_train_loss,
+            "clip/rate": self.window_clipped / n,
+            "train/nonfinite_steps": self.nonfinite,
+            "perf/tokens_per_s": tokens_per_s,
+        }
+        self.window_steps, self.window_loss, self.window_clipped = 0, 0.0, 0.0
+        return row
+
     def safe_before(self, checkpoint_every: int) -> int | None:
         """While trouble lasts, the step before which checkpoints were written from
         finite training (the one to keep, and to go back to if training diverges)."""
@@ -73,6 +97,7 @@ class TrainState:
             "bad_evals": self.bad_evals,
             "last_eval": dict(self.last_eval),
             "stopped": self.stopped,
+            "budget": [self.elapsed, self.tokens],
             "trouble": [self.trouble_start, self.last_nonfinite],
             "pending": self.pending,
         }
@@ -82,6 +107,7 @@ class TrainState:
         carried = state.get("carried")
         counters = state.get("counters", {})
         trouble = state.get("trouble") or [None, None]
+        budget = state.get("budget") or [0.0, 0]
         return cls(
             step=int(state["step"]),
             carried=[tuple(t.to(device) for t in s) for s in carried] if carried else None,
@@ -91,6 +117,8 @@ class TrainState:
             bad_evals=int(state.get("bad_evals", 0)),
             last_eval=dict(state.get("last_eval", {})),
             stopped=state.get("stopped"),
+            elapsed=float(budget[0]),
+            tokens=int(budget[1]),
             trouble_start=trouble[0],
             last_nonfinite=trouble[1],
             pending=state.get("pending"),

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.distributed
+from omegaconf import DictConfig
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
@@ -19,6 +20,7 @@ from rnnzoo.controller import CLIPPED, GradController, global_norm, plans_window
 from rnnzoo.errors import TrainingError
 from rnnzoo.model import ModelOutput, RNNModel
 from rnnzoo.task import Batch
+from rnnzoo.training.state import TrainState
 
 Controllers = Sequence[tuple[str, GradController]]
 Autocast = Callable[[], contextlib.AbstractContextManager[Any]]
@@ -148,6 +150,17 @@ def shape_gradients(model: RNNModel, controllers: Controllers, metrics: dict[str
             if key == CLIPPED:
                 clipped = max(clipped, value)
     return clipped
+
+
+def skip_nonfinite(state: TrainState, what: str, t: DictConfig) -> bool:
+    """Count the step in ``state`` as not finite and apply ``trainer.on_nonfinite``;
+    True when training must stop (the run has then diverged)."""
+    state.note_nonfinite(state.step + 1, t.checkpoint_every)
+    stop = nonfinite_policy(
+        t.on_nonfinite, what, state.step + 1, state.nonfinite_run, t.max_nonfinite
+    )
+    state.stopped = "nonfinite" if stop else state.stopped
+    return stop
 
 
 def nonfinite_policy(policy: str, what: str, step: int, in_a_row: int, max_in_a_row: int) -> bool:
