@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import torch.distributed
@@ -98,6 +99,7 @@ def track_best(state: TrainState, metrics: dict[str, float], cfg: DictConfig, ta
     value = check_metric(key, metrics)
     if is_better(value, state.best, mode):
         state.best, state.bad_evals = value, 0
+        state.best_step = state.step if math.isfinite(value) else None
     else:
         state.bad_evals += 1
     patience = cfg.trainer.early_stop_patience

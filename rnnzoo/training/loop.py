@@ -12,7 +12,6 @@ plugin on those same event hooks.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -162,6 +161,8 @@ class Trainer:
             self._evaluate()
         if s.stopped != "nonfinite":
             self.save_checkpoint()
+            if s.best_step == s.step:
+                self.save_checkpoint(best=True)
         elif self.ranks.main:  # keep the last checkpoint trained on finite values
             say(outcome.set_aside_diverged(s, self.run_dir))
         summary = outcome.summary(cfg, self.task, s, time.perf_counter() - started)
@@ -223,6 +224,8 @@ class Trainer:
         due = s.step % t.checkpoint_every == 0 or self.stop.now
         if due and not (last or stop):
             self.save_checkpoint()
+        if s.best_step == s.step and not (last or stop):  # keep a new best's weights
+            self.save_checkpoint(best=True)
         return stop
 
     def _evaluate(self) -> bool:
@@ -232,8 +235,6 @@ class Trainer:
             self.model, self.task, t.batch_size, self.device, t.eval_batches, self.amp, self.ranks
         )
         stop = ev.track_best(self.state, metrics, self.cfg, self.task)
-        if s.bad_evals == 0 and math.isfinite(s.best or 0.0):  # a new best: keep it
-            self.save_checkpoint(best=True)
         if self.tracker is not None:
             self.tracker.log(s.step, metrics)
         s.last_eval = {**metrics, "step": float(s.step)}
@@ -282,8 +283,7 @@ class Trainer:
             s.step, state, t.keep_checkpoints, keep_before=s.safe_before(t.checkpoint_every)
         )
 
-    def _save_pending(self, metrics: dict[str, float]) -> None:
-        """Checkpoint a trained step whose evaluation failed (best effort)."""
+    def _save_pending(self, metrics: dict[str, float]) -> None:  # best effort
         self.state.pending = metrics
         with contextlib.suppress(Exception):  # the evaluation's error is the one to report
             self.save_checkpoint()

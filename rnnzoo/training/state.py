@@ -34,6 +34,8 @@ class TrainState:
     #: the best value of the main metric, and evaluations since it improved
     best: float | None = None
     bad_evals: int = 0
+    #: the step of that best value (None while it is not finite)
+    best_step: int | None = None
     last_eval: dict[str, float] = field(default_factory=dict)
     #: why training stopped before ``trainer.steps``: "early_stop", "nonfinite" or
     #: "budget" (``trainer.max_time`` or ``trainer.max_tokens`` reached)
@@ -95,6 +97,7 @@ class TrainState:
             "last_train_loss": self.last_train_loss,
             "best": self.best,
             "bad_evals": self.bad_evals,
+            "best_step": self.best_step,
             "last_eval": dict(self.last_eval),
             "stopped": self.stopped,
             "budget": [self.elapsed, self.tokens],
@@ -115,6 +118,7 @@ class TrainState:
             last_train_loss=float(state.get("last_train_loss", float("nan"))),
             best=state.get("best"),
             bad_evals=int(state.get("bad_evals", 0)),
+            best_step=state.get("best_step"),
             last_eval=dict(state.get("last_eval", {})),
             stopped=state.get("stopped"),
             elapsed=float(budget[0]),
