@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from cli_run import rnnzoo
 
+from rnnzoo.commands.multirun import launch
 from rnnzoo.errors import UsageError
 from rnnzoo.multirun import expand, split_values
 
@@ -110,6 +111,27 @@ def test_a_grid_that_cannot_start_starts_nothing(tmp_path: Path, monkeypatch) ->
     assert result.code == 2 and "Name an experiment file" in result.err
     result = rnnzoo("train", "--resume", tmp_path, "-m", "model.cell=lstm,gru")
     assert result.code == 2 and "--resume continues one run, not a grid" in result.err
+
+
+def test_each_run_is_a_train_process_in_the_group_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    overrides = ("model.cell=lstm,gru", "trainer.steps=5")
+    job = expand(overrides)[1]
+    run = launch("exp.yaml", job, tmp_path / "g", overrides, ["my.py"], jobs=2)
+    assert run.argv[1:] == [
+        "-m", "rnnzoo", "train", "exp.yaml", "model.cell=gru", "trainer.steps=5",
+        "tracking.group=g", "trainer.progress=false", "--run-dir", str(tmp_path / "g" / "1-cell=gru"),
+        "-p", "my.py",
+    ]  # fmt: skip
+    assert run.env["OMP_NUM_THREADS"] == "4" and run.log == tmp_path / "g" / "1-cell=gru.log"
+    given = ("model.cell=lstm,gru", "tracking.group=mine", "--trainer.progress", "true")
+    run = launch("exp.yaml", expand(given)[0], tmp_path / "g", given, [], jobs=3)
+    assert "tracking.group=mine" in run.argv and "tracking.group=g" not in run.argv
+    assert "trainer.progress=true" in run.argv and "trainer.progress=false" not in run.argv
+    assert run.env["OMP_NUM_THREADS"] == "2"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert launch("exp.yaml", job, tmp_path, overrides, [], jobs=2).env["OMP_NUM_THREADS"] == "3"
 
 
 # -- real processes ----------------------------------------------------------------
