@@ -10,7 +10,7 @@ import traceback
 import click
 
 from rnnzoo import __version__
-from rnnzoo.commands import gradflow, inspect, run
+from rnnzoo.commands import compare, gradflow, inspect, run
 from rnnzoo.commands.common import plugin_option
 from rnnzoo.commands.data import data_group
 from rnnzoo.errors import RnnzooError
@@ -38,6 +38,7 @@ for command in (
     run.eval_command,
     run.sample,
     gradflow.gradflow_command,
+    compare.compare_command,
 ):
     cli.add_command(command)
 cli.add_command(data_group)

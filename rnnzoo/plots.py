@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
@@ -139,11 +140,24 @@ def reach_figure(
     that define reach10 and reach1000."""
     fig = Figure(figsize=(7, 4.5))
     fig.subplots_adjust(left=0.11, right=0.97, bottom=0.11, top=0.9)
-    ax = fig.add_subplot()
+    draw_reach(fig.add_subplot(), curves, title, floor)
+    return _save(fig, path, dpi=90)
+
+
+def draw_reach(
+    ax: Axes,
+    curves: Mapping[str, Sequence[float]],
+    title: str,
+    floor: float = 1e-12,
+    colors: Mapping[str, str] | None = None,
+) -> None:
+    """The curves of :func:`reach_figure`, drawn on ``ax``."""
     for label, curve in curves.items():
         values = np.asarray(curve, dtype=float)[::-1]
         values = values / values[0] if values.size and values[0] > 0 else values
-        ax.semilogy(np.arange(values.size), np.where(values > 0, values, np.nan), label=label)
+        color = colors.get(label) if colors else None
+        y = np.where(values > 0, values, np.nan)
+        ax.semilogy(np.arange(values.size), y, label=label, color=color)
     ax.axhline(0.1, color="grey", lw=0.8, ls="--", label="10x below (reach10)")
     ax.axhline(0.001, color="grey", lw=0.8, ls=":", label="1000x below (reach1000)")
     ax.set_ylim(floor, 2.0)
@@ -151,4 +165,3 @@ def reach_figure(
     ax.set_ylabel("||dL_T/dh_t|| / ||dL_T/dh_T||")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="lower left")
-    return _save(fig, path, dpi=90)

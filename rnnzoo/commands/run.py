@@ -42,6 +42,8 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     type=click.Path(file_okay=False),
     help="Folder for this run (default runs/NAME-TIME).",
 )
+@click.option("-m", "--multirun", is_flag=True, help="Train every combination of key=a,b values.")
+@click.option("--jobs", type=int, default=1, help="With -m: runs trained at once (default 1).")
 @plugin_option
 @click.pass_context
 def train(
@@ -50,6 +52,8 @@ def train(
     overrides: tuple[str, ...],
     resume: str | None,
     run_dir: str | None,
+    multirun: bool,
+    jobs: int,
     plugins: tuple[str, ...],
 ) -> None:
     """Train EXPERIMENT (a YAML file) with key=value OVERRIDES.
@@ -57,8 +61,19 @@ def train(
     With --resume RUN_DIR the run continues from its last checkpoint with its own
     config.yaml (OVERRIDES still apply, e.g. trainer.steps=3000 to train longer).
     Ctrl-C finishes the current step, writes a checkpoint and stops.
+
+    With -m, overrides such as model.cell=lstm,gru trainer.seed=0,1 make a grid:
+    every combination trains in its own process and run folder, --jobs at a time,
+    under one group folder (--run-dir names it; see docs/comparing-cells.md).
     """
     from rnnzoo.training import Trainer
+
+    if jobs != 1 and not multirun:
+        raise UsageError("--jobs sets how many runs of a grid train at once; add -m.")
+    if multirun:
+        from rnnzoo.commands.multirun import run_grid
+
+        return run_grid(ctx, experiment, overrides, resume, run_dir, plugins, jobs)
 
     run_id = os.urandom(4).hex()
     if resume is not None:

@@ -1,0 +1,271 @@
+"""Comparing cells: the recipe of docs/comparing-cells.md, tiny.
+
+``rnnzoo train -m`` trains lstm and gru over two seeds, two at a time, as real
+processes; ``rnnzoo compare`` on the group folder writes compare.md, whose every
+number is recomputed here from the run folders' own files, and compare.png.
+Runs of two tasks, unfinished runs and budgets are checked on copies of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cli_run import rnnzoo
+from jsonl import read_jsonl
+
+from rnnzoo.compare import Run, budgets, configurations
+
+ROOT = Path(__file__).resolve().parents[1]
+ADDING = ROOT / "experiments" / "adding.yaml"
+RNNZOO = Path(sys.executable).with_name("rnnzoo")
+#: the grid of the docs' recipe, tiny
+TINY = [
+    "task.length=8",
+    "task.val_size=32",
+    "model.hidden_size=4",
+    "trainer.steps=6",
+    "trainer.eval_every=3",
+    "trainer.log_every=3",
+    "gradflow.every=3",
+    "trainer.batch_size=8",
+    "trainer.progress=false",
+    "tracking.wandb_mode=disabled",
+]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+
+
+def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(RNNZOO), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The group folder of the tiny grid, and what the command printed."""
+    cwd = tmp_path_factory.mktemp("compare")
+    result = cli(
+        "train",
+        ADDING,
+        "-m",
+        "model.cell=lstm,gru",
+        "trainer.seed=0,1",
+        *TINY,
+        "--jobs",
+        "2",
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (group,) = (cwd / "runs").iterdir()
+    return group, result
+
+
+def test_the_grid_trains_every_combination_in_its_own_folder(grid) -> None:
+    group, result = grid
+    assert re.fullmatch(r"multirun-\d{8}-\d{6}-[0-9a-f]{8}", group.name)
+    names = ["0-cell=lstm,seed=0", "1-cell=lstm,seed=1", "2-cell=gru,seed=0", "3-cell=gru,seed=1"]
+    assert sorted(p.name for p in group.iterdir() if p.is_dir()) == sorted(names)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert len(lines) == 4 and all("\r" not in line for line in result.stdout.splitlines())
+    for line in lines:
+        assert re.fullmatch(
+            r"\[[1-4]/4\] model\.cell=(lstm|gru) trainer\.seed=[01]: finished, "
+            r"val/mse [0-9.e+-]+ \(\d+ s\)",
+            line,
+        ), line
+    assert sorted(line[:5] for line in lines) == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    assert f"compare them: rnnzoo compare {Path('runs') / group.name}" in result.stdout
+    recorded = json.loads((group / "multirun.json").read_text())
+    assert recorded["group"] == group.name and recorded["jobs"] == 2
+    assert recorded["overrides"][:2] == ["model.cell=lstm,gru", "trainer.seed=0,1"]
+    for name, run in zip(names, recorded["runs"], strict=True):
+        assert Path(run["run_dir"]).name == name
+        assert (run["status"], run["exit_code"]) == ("finished", 0)
+        cell, seed = re.match(r"\d-cell=(\w+),seed=(\d)", name).groups()  # type: ignore[union-attr]
+        assert run["swept"] == [f"model.cell={cell}", f"trainer.seed={seed}"]
+        config = yaml.safe_load((group / name / "config.yaml").read_text())
+        assert (config["model"]["cell"], config["trainer"]["seed"]) == (cell, int(seed))
+        assert config["tracking"]["group"] == group.name  # one W&B group for the grid
+        assert "run folder:" in (group / name / "train.log").read_text()
+
+
+# -- compare: the numbers, recomputed --------------------------------------------
+
+
+def table(markdown: str) -> list[dict[str, str]]:
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split(" | ")]
+    return [
+        dict(zip(header, (c.strip() for c in line.strip("|").split(" | ")), strict=True))
+        for line in lines[1:]
+    ]
+
+
+def g4(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def expected(runs: list[Path]) -> dict[str, str]:
+    """One configuration's row, from its run folders' files."""
+    summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+    finals = [s["val/mse"] for s in summaries]
+    best_steps = []
+    for run in runs:
+        evals = [
+            (row["val/mse"], row["step"])
+            for row in read_jsonl(run / "metrics.jsonl")
+            if "val/mse" in row
+        ]
+        best_steps.append(min(evals)[1])  # mse: lower is better; the first of equals
+    probes = [read_jsonl(r / "gradflow.jsonl") for r in runs]
+
+    def first_last(name: str) -> str:
+        first = statistics.mean(p[0][f"gradflow/{name}"] for p in probes)
+        last = statistics.mean(p[-1][f"gradflow/{name}"] for p in probes)
+        return f"{g4(first)} → {g4(last)}"
+
+    speeds = [
+        row["perf/tokens_per_s"]
+        for r in runs
+        for row in read_jsonl(r / "metrics.jsonl")
+        if "perf/tokens_per_s" in row
+    ]
+    return {
+        "seeds": str(len(runs)),
+        "val/mse (mean ± sd)": f"{g4(statistics.mean(finals))} ± {g4(statistics.stdev(finals))}",
+        "best val/mse": g4(statistics.mean(s["best/val/mse"] for s in summaries)),
+        "best step": g4(statistics.mean(best_steps)),
+        "reach10 (first → last probe)": first_last("reach10"),
+        "reach1000 (first → last)": first_last("reach1000"),
+        "decay (first → last)": first_last("decay"),
+        "tokens/s": f"{statistics.median(speeds):,.0f}",
+        "runs": f"finished {len(runs)}",
+    }
+
+
+def test_compare_writes_numbers_checkable_from_the_run_folders(grid) -> None:
+    group, _ = grid
+    result = cli("compare", group, cwd=group.parent.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    markdown = (group / "compare.md").read_text()
+    rows = table(markdown)
+    assert [r["configuration"] for r in rows] == ["model.cell=lstm", "model.cell=gru"]
+    for row, cell in zip(rows, ("lstm", "gru"), strict=True):
+        runs = sorted(group.glob(f"*-cell={cell},seed=*"))
+        assert {k: row[k] for k in expected(runs)} == expected(runs)
+    assert "Equal budgets: all runs: trainer.steps=6." in markdown
+    assert "Gradient-flow probes: the first at step 3, the last at step 6." in markdown
+    assert "![compare.png](compare.png)" in markdown and "Left out" not in markdown
+    assert "| configuration | seeds | val/mse (mean ± sd) |" in result.stdout  # the table
+    png = (group / "compare.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def copy_run(source: Path, target: Path, edit: Any = None, summary: Any = None) -> Path:
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
+    if summary is not None:
+        path = target / "summary.json"
+        data = json.loads(path.read_text())
+        summary(data)
+        path.write_text(json.dumps(data)) if data else path.unlink()
+    return target
+
+
+def test_unfinished_and_diverged_runs_are_listed_and_left_out(grid, tmp_path: Path) -> None:
+    group, _ = grid
+    lstm = group / "0-cell=lstm,seed=0"
+    extra = tmp_path / "extra"
+    unfinished = copy_run(lstm, extra / "unfinished", summary=lambda d: d.clear())
+    diverged = copy_run(lstm, extra / "diverged", summary=lambda d: d.update(status="diverged"))
+    result = rnnzoo("compare", group, extra, "--out", tmp_path / "out")
+    assert result.code == 0, result.output
+    rows = table((tmp_path / "out" / "compare.md").read_text())
+    runs = sorted(group.glob("*-cell=lstm,seed=*"))
+    assert {k: rows[0][k] for k in expected(runs) if k != "runs"} == {
+        k: v for k, v in expected(runs).items() if k != "runs"
+    }
+    assert rows[0]["runs"] == "finished 2, diverged 1, unfinished 1"
+    text = (tmp_path / "out" / "compare.md").read_text()
+    assert f"- `{unfinished}` (model.cell=lstm, seed 0): unfinished" in text
+    assert f"- `{diverged}` (model.cell=lstm, seed 0): diverged" in text
+    assert "Left out of the numbers" in result.out
+
+
+def test_runs_of_two_tasks_are_not_mixed(grid, tmp_path: Path) -> None:
+    group, _ = grid
+    other = copy_run(
+        group / "0-cell=lstm,seed=0",
+        tmp_path / "copy-run",
+        summary=lambda d: d.update({"best/val/acc": 0.5}),
+    )
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config["task"] = {"name": "copy_memory"}
+    (other / "config.yaml").write_text(yaml.safe_dump(config))
+    result = rnnzoo("compare", group, other)
+    assert result.code == 2, result.output
+    assert (
+        result.err.startswith("Error: The runs have different tasks")
+        and result.err.count("\n") == 1
+    )
+    assert f"copy_memory: {other}" in result.err and f"adding: {group}" in result.err
+    assert "Traceback" not in result.output and not (tmp_path / "compare-out").exists()
+
+
+def test_a_folder_without_finished_runs_is_an_error(grid, tmp_path: Path) -> None:
+    group, _ = grid
+    copy_run(group / "2-cell=gru,seed=0", tmp_path / "g" / "a", summary=lambda d: d.clear())
+    result = rnnzoo("compare", tmp_path / "g")
+    assert result.code == 2 and "No finished run in" in result.err and "(unfinished)" in result.err
+    (tmp_path / "empty").mkdir()
+    result = rnnzoo("compare", tmp_path / "empty")
+    assert result.code == 2 and "holds no run folder" in result.err
+
+
+# -- configurations and budgets, from configs alone ---------------------------------
+
+
+def run(name: str, **config: Any) -> Run:
+    flat = {"task.name": "adding", "trainer.seed": 0, "trainer.steps": 100, **config}
+    return Run(
+        Path(name), {k.replace("__", "."): v for k, v in flat.items()}, {"status": "finished"}
+    )
+
+
+def test_configurations_differ_in_everything_but_the_seed() -> None:
+    runs = [
+        run("a", model__cell="lstm", trainer__seed=0, tracking__group="x"),
+        run("b", model__cell="lstm", trainer__seed=1, tracking__group="y"),
+        run("c", model__cell="elman", model__activation="relu"),
+    ]
+    confs = configurations(runs)
+    assert [(c.label, [r.path.name for r in c.runs]) for c in confs] == [
+        ("model.cell=lstm model.activation=null", ["a", "b"]),
+        ("model.cell=elman model.activation=relu", ["c"]),
+    ]
+    assert [c.label for c in configurations(runs[:2])] == ["all runs"]
+
+
+def test_equal_budgets_are_named_and_differing_ones_listed() -> None:
+    same = [run("a", trainer__max_time=60), run("b", trainer__max_time=60)]
+    assert budgets(same) == "Equal budgets: all runs: trainer.max_time=60, trainer.steps=100."
+    assert budgets([run("a"), run("b")]) == "Equal budgets: all runs: trainer.steps=100."
+    differ = budgets([run("a", trainer__max_tokens=1000), run("b"), run("c", trainer__steps=5)])
+    assert differ == (
+        "Budgets differ. trainer.max_tokens differs: 1000 (1 runs: a); null (2 runs: b, c). "
+        "trainer.steps differs: 100 (2 runs: a, b); 5 (1 runs: c)."
+    )
