@@ -604,6 +604,12 @@ CASES = [
         ("is not an rnnzoo run folder (no config.yaml)", "a previous `rnnzoo train` wrote"),
     ),
     Case(
+        "jobs-without-a-grid",
+        lambda w: ["train", ADDING, *SMALL, "--jobs", "2"],
+        2,
+        ("--jobs sets how many runs of a grid train at once; add -m.",),
+    ),
+    Case(
         "resume-and-run-dir-together",
         lambda w: ["train", "--resume", w.run(), "--run-dir", w.tmp / "x"],
         2,
