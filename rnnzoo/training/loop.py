@@ -265,7 +265,7 @@ class Trainer:
         self.folder.prepare(self.cfg, self.task, self.run_id, resumed_at)
         if self.cfg.trainer.precision == "bf16" and self.device.type != "cuda":
             say("trainer.precision=bf16 needs CUDA; training in fp32")
-        self.tracker = self.folder.tracker(self.cfg, self.run_id, self.tags)
+        self.tracker = self.folder.tracker(self.cfg, self.run_id, self.tags, self.task)
 
     def save_checkpoint(self) -> None:
         """Rank 0 writes the checkpoint; the carried state is every rank's rows."""
