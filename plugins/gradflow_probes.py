@@ -10,7 +10,10 @@ the reach and decay of the gradient, the activations' mean derivative and the
 recurrent matrices' largest singular value. The values go to ``metrics.jsonl`` and
 W&B with the per-parameter gradient norms before (``grad/preclip/*``) and after
 (``grad/postclip/*``) the gradient controllers; the curves go to
-``gradflow.jsonl``; the line plot and heatmap to ``gradflow/`` and W&B images.
+``gradflow.jsonl`` and, as data runs compare, to the W&B table ``gradflow/curves``
+(one row per curve and time step, :data:`COLUMNS`) with its line chart
+``gradflow/curves_plot`` (``||dL_T/dh_t||`` against the distance T - t); the line
+plot and heatmap to ``gradflow/`` and W&B images.
 
 It uses only what :class:`rnnzoo.events.TrainingRun` offers a plugin.
 """
@@ -18,6 +21,7 @@ It uses only what :class:`rnnzoo.events.TrainingRun` offers a plugin.
 from __future__ import annotations
 
 import json
+import re
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +32,31 @@ from rnnzoo.model import RNNModel
 from rnnzoo.plots import GradflowFigures
 
 RECORDS = "gradflow.jsonl"
+#: the W&B table of every probe: its step, the time step t, the distance T - t to
+#: the loss step T (empty after it), ||dL/dh_t||, ||dL_T/dh_t|| (forward directions,
+#: t <= T), the layer, the direction (0 forward, 1 backward), the cell, and the
+#: curve's key in gradflow.jsonl
+COLUMNS = (
+    "step", "t", "distance", "grad_h", "grad_h_last_loss", "layer", "direction", "cell", "curve"
+)  # fmt: skip
+TABLE = "gradflow/curves"
+
+
+def table_rows(step: int, result: gradflow.GradflowResult, cell: str) -> list[list[Any]]:
+    """The rows of :data:`COLUMNS` for one probe."""
+    rows: list[list[Any]] = []
+    T = result.loss_step
+    for curve, per_step in result.per_step.items():
+        key = re.fullmatch(r"layer(\d+)/dir(\d+)", curve)
+        assert key is not None, curve
+        layer, direction = map(int, key.groups())
+        last = result.last_loss.get(curve, [])
+        for t, grad_h in enumerate(per_step):
+            rows.append([
+                step, t, T - t if t <= T else None, grad_h, last[t] if t < len(last) else None,
+                layer, direction, cell, curve,
+            ])  # fmt: skip
+    return rows
 
 
 @dataclass
@@ -88,6 +117,8 @@ def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
     probes.norms = {}
     with open(run.run_dir / RECORDS, "a", encoding="utf-8") as f:
         f.write(json.dumps(gradflow.as_record(step, result)) + "\n")
+    rows = table_rows(step, result, str(run.config.model.cell))
+    run.log_table(TABLE, COLUMNS, rows, line=("distance", "grad_h_last_loss", "curve"))
     images = probes.figures.add(step, result)  # redrawn within a time budget
     if images:
         run.log_images(images)

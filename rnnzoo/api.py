@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rnnzoo import config
+from rnnzoo.tracking import choose_run_id
 
 
 @dataclass
@@ -53,7 +53,7 @@ def train(
     for spec in plugins:
         if spec not in cfg.plugins:
             cfg.plugins.append(str(Path(spec).resolve()) if spec.endswith(".py") else spec)
-    run_id = os.urandom(4).hex()
+    run_id = choose_run_id()
     folder = Path(run_dir or cfg.run_dir or default_run_dir(cfg, run_id))
     registry = Registry(plugin_manager(list(cfg.plugins)))
     summary = Trainer(cfg, registry, folder, run_id=run_id).fit()

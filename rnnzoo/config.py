@@ -17,6 +17,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from rnnzoo import interpolation, yamlfile
 from rnnzoo.errors import ConfigError, did_you_mean
+from rnnzoo.overrides import normalize_overrides
 from rnnzoo.plugins import looks_like_file, plugin_path
 from rnnzoo.registry import type_name
 from rnnzoo.schema import (
@@ -27,6 +28,7 @@ from rnnzoo.schema import (
     TrackingConfig,
     TrainerConfig,
     check_ranges,
+    field_type,
 )
 
 __all__ = [
@@ -36,51 +38,15 @@ __all__ = [
     "OptimConfig",
     "TrackingConfig",
     "TrainerConfig",
+    "field_type",
     "flatten",
     "load",
+    "normalize_overrides",
     "to_yaml",
 ]
 
 
-def normalize_overrides(args: list[str] | tuple[str, ...]) -> list[str]:
-    """Accept ``key=value``, ``--key=value`` and ``--key value`` (W&B sweep agents)."""
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg.startswith("--"):
-            arg = arg[2:]
-            if "=" not in arg:
-                if i + 1 >= len(args) or args[i + 1].startswith("--"):
-                    raise ConfigError(
-                        f"Override '--{arg}' has no value. Write '{arg}=VALUE' or '--{arg} VALUE'."
-                    )
-                arg = f"{arg}={args[i + 1]}"
-                i += 1
-        if "=" not in arg:
-            raise ConfigError(
-                f"Override '{arg}' is not of the form key=value (for example "
-                "model.cell=lstm or trainer.steps=500)."
-            )
-        out.append(arg)
-        i += 1
-    return out
-
-
 # -- the schema ------------------------------------------------------------------
-
-
-def field_type(key: str) -> Any:
-    """The annotation of the dataclass field behind a dotted key, or None."""
-    cls: Any = ExperimentConfig
-    for part in key.split("."):
-        if not dataclasses.is_dataclass(cls):
-            return None
-        hints = typing.get_type_hints(cls)
-        if part not in hints:
-            return None
-        cls = hints[part]
-    return cls
 
 
 def _expected(key: str) -> str:

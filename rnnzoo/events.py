@@ -9,7 +9,7 @@ part of the contract. The built-in gradient-flow probes use nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,9 +26,11 @@ class TrainingRun(Protocol):
 
     ``step`` is the number of optimizer steps taken so far; ``device`` is where the
     model and batches live; ``rank`` is the process's rank under ``torchrun`` (0 in
-    a single process: rank 0 alone writes files, logs and probes). :meth:`log` writes scalars to ``metrics.jsonl`` and W&B
-    at the current step; :meth:`log_images` shows PNG files already in the run
-    folder as W&B images.
+    a single process: rank 0 alone writes files, logs and probes). :meth:`log`
+    writes scalars to ``metrics.jsonl`` and W&B at the current step;
+    :meth:`log_images` shows PNG files already in the run folder as W&B images;
+    :meth:`log_table` logs rows as a W&B table, so runs compare as data (W&B
+    only: keep your own file of the numbers too).
     """
 
     @property
@@ -55,3 +57,16 @@ class TrainingRun(Protocol):
     def log(self, metrics: Mapping[str, Any]) -> None: ...
 
     def log_images(self, images: Mapping[str, Path]) -> None: ...
+
+    def log_table(
+        self,
+        key: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        line: tuple[str, str, str] | None = None,
+    ) -> None:
+        """``rows`` (one value per column each) as a W&B table ``key`` at the current
+        step; ``line=(x, y, series)`` adds a line chart ``{key}_plot`` of column
+        ``y`` against column ``x``, one line per value of column ``series``. A row
+        of the wrong length raises ``ValueError``."""

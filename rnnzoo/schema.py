@@ -7,6 +7,8 @@ against them.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import PureWindowsPath
 from typing import Any
@@ -150,6 +152,16 @@ class TrackingConfig:
     tags: list[str] = field(default_factory=list)
     # W&B mode when WANDB_MODE is unset: offline needs no account (`wandb sync` later)
     wandb_mode: str = choice("offline", "online", "disabled")
+    # W&B entity (user or team) that owns the project; null = your default entity
+    entity: str | None = None
+    # a longer description of the run, shown in W&B; null: most runs are told
+    # apart by their config
+    notes: str | None = None
+    # W&B job type, to tell e.g. train from eval runs in a project; null: all train
+    job_type: str | None = None
+    # checkpoints as W&B model artifacts: false (they can be large), `best` (best.pt
+    # once, at the end of training) or `all` (every checkpoint as it is written)
+    log_model: bool | str = False
 
 
 @dataclass
@@ -177,8 +189,23 @@ class ExperimentConfig:
     run_dir: str | None = None
 
 
+def field_type(key: str) -> Any:
+    """The annotation of the dataclass field behind a dotted key, or None."""
+    cls: Any = ExperimentConfig
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        cls = hints[part]
+    return cls
+
+
 # the largest float32: a learning rate above it overflows in the optimizer
 _FLOAT32_MAX = 3.4028234663852886e38
+# what tracking.log_model takes (a Union field: YAML's false stays a bool)
+LOG_MODEL = (False, "best", "all")
 # the seeds torch.manual_seed accepts (a negative one wraps around modulo 2**64)
 SEED_RANGE = (-(2**63), 2**64 - 1)
 
@@ -242,6 +269,10 @@ def check_ranges(cfg: Any) -> list[str]:
         problems.append(
             f"'trainer.seed' must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]} (what "
             f"torch.manual_seed accepts), got {t.seed}."
+        )
+    if cfg.tracking.log_model not in LOG_MODEL:
+        problems.append(
+            f"'tracking.log_model' must be false, best or all, got {cfg.tracking.log_model!r}."
         )
     name_problem = run_name_problem(cfg.tracking.name)
     if name_problem:

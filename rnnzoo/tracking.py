@@ -6,12 +6,18 @@ import contextlib
 import json
 import math
 import os
+import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rnnzoo.errors import RnnzooError
+from rnnzoo import wandb_support
+from rnnzoo.errors import RnnzooError, UsageError
 from rnnzoo.files import write_text_atomic
+
+#: what a run id may hold: it names the run folder and W&B's run, artifacts and files
+RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
 
 def json_safe(value: Any) -> Any:
@@ -50,11 +56,39 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, text)
 
 
+def choose_run_id() -> str:
+    """The id of a new run: ``WANDB_RUN_ID`` when set (a W&B sweep agent sets it for
+    every run it starts, so ``run.json``, the run folder and W&B agree), else eight
+    random hex digits."""
+    given = os.environ.get("WANDB_RUN_ID", "")
+    if not given:
+        return os.urandom(4).hex()
+    if not RUN_ID.fullmatch(given):
+        raise UsageError(
+            f"WANDB_RUN_ID is {given!r}; a run id is 1 to 64 letters, digits, '_', '-' or "
+            "'.' (it names the run folder and the W&B run). Unset it for a random id."
+        )
+    return given
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL file (none if it does not exist), torn lines left out."""
+    rows = []
+    with contextlib.suppress(OSError), open(path, encoding="utf-8") as f:
+        for line in f:
+            with contextlib.suppress(ValueError):
+                rows.append(json.loads(line))
+    return rows
+
+
 class Tracker:
     """Logs every value to ``metrics.jsonl`` and, unless disabled, to a W&B run
-    living in the run folder (offline unless ``WANDB_MODE`` or ``wandb_mode`` say
-    otherwise). If W&B cannot start or fails later, training goes on with one
-    warning and the JSONL file stays complete.
+    living in the run folder (offline unless ``WANDB_MODE``, a sweep agent or
+    ``wandb_mode`` say otherwise). If W&B cannot start or fails later, training
+    goes on with one warning and the JSONL file stays complete.
+
+    ``main_metric`` is ``(key, "min" | "max")``: W&B's summary of ``key`` keeps
+    its best and its last value, and checkpoints logged as model artifacts carry it.
     """
 
     def __init__(
@@ -68,9 +102,23 @@ class Tracker:
         group: str | None,
         tags: list[str],
         wandb_mode: str,
+        entity: str | None = None,
+        notes: str | None = None,
+        job_type: str | None = None,
+        main_metric: tuple[str, str] | None = None,
+        log_model: bool | str = False,
     ) -> None:
-        self.run_dir = run_dir
+        self.run_dir, self.log_model = run_dir, log_model
+        self.run_id = run_id
+        self.config = config
+        self.main_metric = main_metric
         self.metrics_path = run_dir / "metrics.jsonl"
+        #: (step, value) of the main metric: the latest logged, and the best
+        self.latest: tuple[int, float] | None = None
+        self.best: tuple[int, float] | None = None
+        self._last_step = 0
+        for row in _rows(self.metrics_path):  # a resumed run: what it logged so far
+            self._follow(int(row.get("step", 0)), row)
         try:
             self._jsonl = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
@@ -78,37 +126,34 @@ class Tracker:
                 f"Cannot write '{self.metrics_path}': {exc.strerror}. Choose a writable --run-dir."
             ) from exc
         self.wandb_run: Any = None
-        mode = os.environ.get("WANDB_MODE", wandb_mode)
+        mode = wandb_support.choose_mode(wandb_mode)
         if mode != "disabled":
-            self._start_wandb(run_id, config, project, name, group, tags, mode)
+            init = dict(project=project, name=name, group=group, tags=tags, entity=entity)
+            self._start_wandb(mode, {**init, "notes": notes, "job_type": job_type})
 
-    def _start_wandb(
-        self,
-        run_id: str,
-        config: dict[str, Any],
-        project: str,
-        name: str,
-        group: str | None,
-        tags: list[str],
-        mode: str,
-    ) -> None:
+    def _start_wandb(self, mode: str, init: dict[str, Any]) -> None:
         try:
             import wandb
 
-            self.wandb_run = wandb.init(
+            # W&B's own messages stay off unless WANDB_SILENT says otherwise; system
+            # metrics and console capture follow W&B's defaults and WANDB_* settings
+            quiet = "WANDB_SILENT" not in os.environ and "WANDB_QUIET" not in os.environ
+            run = wandb.init(
                 dir=str(self.run_dir),
-                id=run_id,
+                id=self.run_id,
                 resume="allow",
-                project=project,
-                name=name,
-                group=group,
-                tags=tags,
-                config=config,
+                config=self.config,
                 mode=mode,  # type: ignore[arg-type]
-                settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+                settings=wandb.Settings(silent=True) if quiet else None,
+                **init,
             )
-            self.wandb_run.define_metric("trainer/step")
-            self.wandb_run.define_metric("*", step_metric="trainer/step")
+            self.wandb_run = run
+            run.define_metric("trainer/step")
+            run.define_metric("*", step_metric="trainer/step")
+            if self.main_metric is not None:
+                key, direction = self.main_metric
+                run.define_metric(key, step_metric="trainer/step", summary=f"{direction},last")
+            wandb_support.announce(run)
         except Exception as exc:  # W&B must never stop a run
             self._wandb_failed(exc)
 
@@ -125,15 +170,33 @@ class Tracker:
 
             wandb.teardown()
 
-    def log(self, step: int, values: dict[str, Any]) -> None:
-        scalars = {k: json_safe(v) for k, v in values.items() if isinstance(v, (int, float))}
-        self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
-        self._jsonl.flush()
+    def _send(self, step: int, values: dict[str, Any]) -> None:
         if self.wandb_run is not None:
             try:
                 self.wandb_run.log({**values, "trainer/step": step})
             except Exception as exc:
                 self._wandb_failed(exc)
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        scalars = {k: json_safe(v) for k, v in values.items() if isinstance(v, (int, float))}
+        self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+        self._jsonl.flush()
+        self._follow(step, values)
+        self._send(step, values)
+
+    def _follow(self, step: int, values: dict[str, Any]) -> None:
+        """Note the latest step, and the main metric's latest and best value."""
+        self._last_step = max(self._last_step, step)
+        if self.main_metric is None:
+            return
+        key, direction = self.main_metric
+        value = values.get(key)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return
+        self.latest = (step, float(value))
+        best = self.best
+        if best is None or (value < best[1] if direction == "min" else value > best[1]):
+            self.best = self.latest
 
     def log_images(self, step: int, images: dict[str, Path]) -> None:
         """PNG files already in the run folder, shown as W&B images."""
@@ -141,16 +204,80 @@ class Tracker:
             try:
                 import wandb
 
-                media = {key: wandb.Image(str(path)) for key, path in images.items()}
-                self.wandb_run.log({**media, "trainer/step": step})
+                self._send(step, {k: wandb.Image(str(p)) for k, p in images.items()})
             except Exception as exc:
                 self._wandb_failed(exc)
 
+    def log_table(
+        self,
+        step: int,
+        key: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        line: tuple[str, str, str] | None = None,
+    ) -> None:
+        """``rows`` as a W&B table under ``key`` (non-finite numbers left empty);
+        with ``line=(x, y, series)`` also a line chart ``{key}_plot`` of column
+        ``y`` against column ``x``, one line per value of column ``series``. W&B
+        only: without W&B nothing is written (keep your own file of the numbers)."""
+        columns = list(columns)  # a plugin's mistake is its own error, not W&B's
+        for row in rows:
+            if len(row) != len(columns):
+                raise ValueError(
+                    f"log_table({key!r}): a row has {len(row)} values for {len(columns)} "
+                    f"columns ({', '.join(columns)})."
+                )
+        if line is not None and not set(line) <= set(columns):
+            raise ValueError(f"log_table({key!r}): line={line} names columns not in {columns}.")
+        if self.wandb_run is None:
+            return
+        try:
+            import wandb
+
+            data = [[wandb_support.cell(v) for v in row] for row in rows]
+            media: dict[str, Any] = {key: wandb.Table(columns=list[Any](columns), data=data)}
+            if line is not None:
+                media[f"{key}_plot"] = wandb_support.line_chart(columns, data, *line)
+            self._send(step, media)
+        except Exception as exc:
+            self._wandb_failed(exc)
+
+    def log_checkpoint(self, path: Path, aliases: list[str], *, step: int | None = None) -> None:
+        """Log the checkpoint file ``path`` as a new version of the W&B model
+        artifact ``model-<run id>`` (the file inside is ``model.pt``) with
+        ``aliases``. Its metadata is the flattened config, ``step`` and the main
+        metric: for alias ``best`` the best value logged and its step, else the
+        latest value and ``step`` (default: the latest step logged). Nothing
+        without W&B."""
+        if self.wandb_run is None:
+            return
+        metadata: dict[str, Any] = dict(self.config)
+        picked = self.best if "best" in aliases else self.latest
+        metadata["step"] = step if step is not None else self._last_step
+        if self.main_metric is not None and picked is not None:
+            metadata[self.main_metric[0]] = picked[1]
+            if "best" in aliases and step is None:
+                metadata["step"] = picked[0]
+        try:
+            import wandb
+
+            artifact = wandb.Artifact(f"model-{self.run_id}", type="model", metadata=metadata)
+            artifact.add_file(str(path), name="model.pt")
+            self.wandb_run.log_artifact(artifact, aliases=list(aliases))
+        except Exception as exc:
+            self._wandb_failed(exc)
+
     def summary(self, values: dict[str, Any]) -> None:
+        """``summary.json``, and W&B's run summary; the main metric's W&B summary
+        (its best and last value) is W&B's own."""
         write_json(self.run_dir / "summary.json", values)
+        best = self.run_dir / "checkpoints" / "best.pt"
+        if self.log_model == "best" and best.is_file():  # tracking.log_model
+            self.log_checkpoint(best, ["best"])
         if self.wandb_run is not None:
+            own = self.main_metric[0] if self.main_metric is not None else None
             try:
-                self.wandb_run.summary.update(values)
+                self.wandb_run.summary.update({k: v for k, v in values.items() if k != own})
             except Exception as exc:
                 self._wandb_failed(exc)
 

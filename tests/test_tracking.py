@@ -98,7 +98,12 @@ def test_a_training_run_in_wandb(tmp_path, offline):
     # the summary, keyed like the logs
     written = json.loads((run / "summary.json").read_text())
     assert written["val/mse"] == summary["val/mse"]
-    assert wb.summary["val/mse"] == pytest.approx(summary["val/mse"])
+    # the main metric's W&B summary is its best and its last value (define_metric)
+    assert wb.metrics["val/mse"] == {"step_metric": "trainer/step", "summary": {"min", "last"}}
+    assert wb.summary["val/mse"] == {
+        "min": pytest.approx(summary["best/val/mse"]),
+        "last": pytest.approx(summary["val/mse"]),
+    }
     assert wb.summary["best/val/mse"] == pytest.approx(summary["best/val/mse"])
     assert "exit" in wb.record_types
 

@@ -85,6 +85,11 @@ class OfflineRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     record_types: set[str] = field(default_factory=set)
+    #: define_metric: name -> its step metric and summary aggregations
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: logged artifacts: type, name, aliases, metadata, and their files
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    sweep_id: str = ""
 
 
 def read_run(path: Path) -> OfflineRun:
@@ -95,7 +100,7 @@ def read_run(path: Path) -> OfflineRun:
         if kind == "run":
             r = record.run
             run.run_id, run.project, run.group = r.run_id, r.project, r.run_group
-            run.name, run.tags = r.display_name, list(r.tags)
+            run.name, run.tags, run.sweep_id = r.display_name, list(r.tags), r.sweep_id
             for item in r.config.update:
                 run.config[_key(item)] = json.loads(item.value_json)
         elif kind == "config":
@@ -106,7 +111,34 @@ def read_run(path: Path) -> OfflineRun:
         elif kind == "summary":
             for item in record.summary.update:
                 run.summary[_key(item)] = json.loads(item.value_json)
+        elif kind == "metric" and record.metric.name:
+            m = record.metric
+            aggregates = {f.name for f, on in m.summary.ListFields() if on}
+            run.metrics[m.name] = {"step_metric": m.step_metric, "summary": aggregates}
+        elif kind == "artifact":
+            a = record.artifact
+            run.artifacts.append(
+                {
+                    "type": a.type,
+                    "name": a.name,
+                    "aliases": list(a.aliases),
+                    "metadata": json.loads(a.metadata) if a.metadata else {},
+                    "files": {c.path: Path(c.local_path) for c in a.manifest.contents},
+                }
+            )
     return run
+
+
+def tables(path: Path, key: str) -> dict[int, dict[str, Any]]:
+    """The W&B tables logged under ``key`` in the offline run file ``path``, by
+    ``trainer/step``: each ``{"columns": [...], "data": [[...], ...]}``, read from
+    the run's ``files/`` folder where W&B wrote them."""
+    found = {}
+    for row in read_run(path).history:
+        if row.get(f"{key}/_type") == "table-file":
+            table = json.loads((path.parent / "files" / row[f"{key}/path"]).read_text())
+            found[int(row["trainer/step"])] = table
+    return found
 
 
 def run_files(run_dir: Path) -> list[Path]:

@@ -13,6 +13,7 @@ import click
 from rnnzoo import config
 from rnnzoo.commands.common import OVERRIDES, cli_plugins, plugin_option, registry
 from rnnzoo.errors import DivergedError, UsageError
+from rnnzoo.tracking import choose_run_id
 
 
 def default_run_dir(cfg: Any, run_id: str) -> Path:
@@ -75,7 +76,7 @@ def train(
 
         return run_grid(ctx, experiment, overrides, resume, run_dir, plugins, jobs)
 
-    run_id = os.urandom(4).hex()
+    run_id = choose_run_id()
     if resume is not None:
         if run_dir is not None:
             raise UsageError("--resume continues a run in its own folder; leave out --run-dir.")

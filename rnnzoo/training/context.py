@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,3 +58,14 @@ class RunView:
     def log_images(self, images: Mapping[str, Path]) -> None:
         if self._trainer.tracker is not None:
             self._trainer.tracker.log_images(self.step, dict(images))
+
+    def log_table(
+        self,
+        key: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        line: tuple[str, str, str] | None = None,
+    ) -> None:
+        if self._trainer.tracker is not None:
+            self._trainer.tracker.log_table(self.step, key, columns, rows, line)

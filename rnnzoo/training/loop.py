@@ -262,7 +262,7 @@ class Trainer:
         say(f"run folder {self.run_dir}" + (f" (resumed at step {resumed_at})" * self.resumed))
         if self.cfg.trainer.precision == "bf16" and self.device.type != "cuda":
             say("trainer.precision=bf16 needs CUDA; training in fp32")
-        self.tracker = self.folder.tracker(self.cfg, self.run_id, self.tags)
+        self.tracker = self.folder.tracker(self.cfg, self.run_id, self.tags, self.task)
 
     def save_checkpoint(self, best: bool = False) -> None:
         """Rank 0 writes the checkpoint (``best``: ``best.pt``, of the best main
@@ -279,9 +279,8 @@ class Trainer:
         if best:
             checkpoint.save_best(self.run_dir, state)
             return
-        self.folder.save_checkpoint(
-            s.step, state, t.keep_checkpoints, keep_before=s.safe_before(t.checkpoint_every)
-        )
+        keep_before = s.safe_before(t.checkpoint_every)
+        self.folder.save_checkpoint(s.step, state, t.keep_checkpoints, keep_before, self.tracker)
 
     def _save_pending(self, metrics: dict[str, float]) -> None:  # best effort
         self.state.pending = metrics

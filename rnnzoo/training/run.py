@@ -122,8 +122,18 @@ class RunFolder:
                 "Pass a writable folder with --run-dir."
             ) from exc
 
-    def tracker(self, cfg: DictConfig, run_id: str, tags: list[str]) -> Tracker:
-        """Start logging to ``metrics.jsonl`` and W&B (the run's id and config)."""
+    def tracker(
+        self,
+        cfg: DictConfig,
+        run_id: str,
+        tags: list[str],
+        task: Task | None = None,
+    ) -> Tracker:
+        """Start logging to ``metrics.jsonl`` and W&B (the run's id and config); with
+        the ``task``, W&B's summary and model artifacts follow its main metric
+        (:func:`rnnzoo.training.evaluate.main_metric`)."""
+        from rnnzoo.training.evaluate import main_metric  # it imports this module
+
         t = cfg.tracking
         return Tracker(
             self.path,
@@ -134,12 +144,27 @@ class RunFolder:
             group=t.group,
             tags=tags,
             wandb_mode=t.wandb_mode,
+            entity=t.entity,
+            notes=t.notes,
+            job_type=t.job_type,
+            main_metric=main_metric(cfg, task) if task is not None else None,
+            log_model=t.log_model,
         )
 
     def save_checkpoint(
-        self, step: int, state: dict[str, Any], keep: int, keep_before: int | None = None
+        self,
+        step: int,
+        state: dict[str, Any],
+        keep: int,
+        keep_before: int | None = None,
+        tracker: Tracker | None = None,
     ) -> Path:
-        return checkpoint.save(self.path, step, state, keep, keep_before)
+        """Write a rotating checkpoint; with ``tracking.log_model: all`` the tracker
+        logs it as a W&B model artifact too."""
+        path = checkpoint.save(self.path, step, state, keep, keep_before)
+        if tracker is not None and tracker.log_model == "all":
+            tracker.log_checkpoint(path, ["latest"], step=step)
+        return path
 
     def read_summary(self) -> dict[str, Any] | None:
         try:

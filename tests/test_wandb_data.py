@@ -1,0 +1,228 @@
+"""What goes to W&B beyond scalars: the gradient-flow curves as tables and charts,
+the main metric's summary, checkpoints as model artifacts, W&B's own settings, and
+a resumed run. Read back from the offline run's own files (W&B is not mocked)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from jsonl import read_jsonl
+from wandb_records import read_run, run_files, tables
+
+from rnnzoo import config
+from rnnzoo.plugins import plugin_manager
+from rnnzoo.registry import Registry
+from rnnzoo.tracking import Tracker
+from rnnzoo.training import Trainer
+from rnnzoo.wandb_support import announce
+from rnnzoo_plugins.gradflow_probes import COLUMNS, TABLE
+
+REGISTRY = Registry(plugin_manager())
+QUIET = ["trainer.progress=false", "tracking.project=rnnzoo-tests"]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """Offline W&B, whatever the environment says; small models on one thread."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tracker(run_dir: Path, run_id: str, **options) -> Tracker:
+    run_dir.mkdir(exist_ok=True)
+    return Tracker(
+        run_dir,
+        run_id=run_id,
+        config={"model.cell": "gru", "trainer.steps": 3},
+        project="rnnzoo-tests",
+        name=run_id,
+        group=None,
+        tags=[],
+        wandb_mode="offline",
+        **options,
+    )
+
+
+def test_gradient_flow_curves_are_a_wandb_table_and_chart(tmp_path):
+    """Every probe logs the table gradflow/curves: one row per layer, direction
+    and time step, with the values of gradflow.jsonl; and its line chart."""
+    run = tmp_path / "run"
+    overrides = [*QUIET, "model.cell=gru", "model.num_layers=2", "model.bidirectional=true"]
+    overrides += ["task.length=7", "task.val_size=8", "model.hidden_size=4", "trainer.steps=4"]
+    overrides += ["trainer.batch_size=4", "gradflow.every=2", "gradflow.batch_size=4"]
+    Trainer(config.load(None, overrides), REGISTRY, run).fit()
+
+    (log,) = run_files(run)
+    probes = {r["step"]: r for r in read_jsonl(run / "gradflow.jsonl")}
+    logged = tables(log, TABLE)
+    assert sorted(logged) == sorted(probes) == [2, 4]
+    for step, table in logged.items():
+        record = probes[step]
+        T = record["loss_step"]
+        assert table["columns"] == list(COLUMNS)
+        rows = [dict(zip(COLUMNS, row, strict=True)) for row in table["data"]]
+        curves = {"layer0/dir0", "layer0/dir1", "layer1/dir0", "layer1/dir1"}
+        assert {r["curve"] for r in rows} == curves == set(record["grad_h"])
+        for curve in curves:
+            mine = sorted((r for r in rows if r["curve"] == curve), key=lambda r: r["t"])
+            assert [r["grad_h"] for r in mine] == record["grad_h"][curve]
+            assert {(r["step"], r["cell"]) for r in mine} == {(step, "gru")}
+            assert {(r["layer"], r["direction"]) for r in mine} == {(int(curve[5]), int(curve[-1]))}
+            assert [r["distance"] for r in mine] == [T - t if t <= T else None for t in range(7)]
+            last = [r["grad_h_last_loss"] for r in mine if r["t"] <= T]
+            assert last == record["grad_h_last_loss"].get(curve, [None] * (T + 1))
+
+    # the line chart: ||dL_T/dh_t|| against the distance, one line per forward curve
+    charts = tables(log, f"{TABLE}_plot_table")
+    assert sorted(charts) == [2, 4]
+    points = [dict(zip(charts[4]["columns"], row, strict=True)) for row in charts[4]["data"]]
+    assert {p["lineKey"] for p in points} == {"layer0/dir0", "layer1/dir0"}
+    for p in points:
+        assert p["lineVal"] == probes[4]["grad_h_last_loss"][p["lineKey"]][T - p["step"]]
+    panel = read_run(log).config[f"_wandb/visualize/{TABLE}_plot"]
+    assert panel["panel_config"]["panelDefId"] == "wandb/lineseries/v0"
+    # the images stay
+    assert any("gradflow/heatmap/_type" in h for h in read_run(log).history)
+
+
+def test_a_table_needs_rows_of_its_columns_and_nothing_goes_without_wandb(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    t = tracker(tmp_path, "tables")
+    t.log_table(1, "x", ["a", "b"], [[1, 2.0], [2, float("nan")]], line=("a", "b", "a"))
+    with pytest.raises(ValueError, match="a row has 1 values for 2 columns"):
+        t.log_table(1, "x", ["a", "b"], [[1]])
+    with pytest.raises(ValueError, match="names columns not in"):
+        t.log_table(1, "x", ["a", "b"], [[1, 2]], line=("a", "c", "a"))
+    t.close()
+    assert not (tmp_path / "wandb").exists()
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
+
+
+def test_checkpoints_are_model_artifacts_with_config_step_and_metric(tmp_path):
+    """log_checkpoint: a new version of model-<run id>, the file model.pt, metadata
+    the flattened config, the step and the main metric (best value for "best");
+    a resumed run remembers its best value from metrics.jsonl."""
+    ckpt = tmp_path / "ckpt-00000003.pt"
+    ckpt.write_bytes(b"weights")
+    t = tracker(tmp_path / "run", "models", main_metric=("val/mse", "min"))
+    for step, mse in [(1, 0.5), (2, 0.2), (3, 0.3)]:
+        t.log(step, {"val/mse": mse})
+    t.log_checkpoint(ckpt, ["latest"])
+    t.log_checkpoint(ckpt, ["best"])
+    t.close()
+    resumed = tracker(tmp_path / "run", "models", main_metric=("val/mse", "min"))
+    resumed.log(4, {"val/mse": 0.4})
+    resumed.log_checkpoint(ckpt, ["best", "final"], step=4)
+    resumed.close()
+
+    first, second = (read_run(f) for f in run_files(tmp_path / "run"))
+    models = [a for run in (first, second) for a in run.artifacts if a["type"] == "model"]
+    assert [(a["name"], sorted(a["aliases"])) for a in models] == [  # W&B adds "latest"
+        ("model-models", ["latest"]),
+        ("model-models", ["best", "latest"]),
+        ("model-models", ["best", "final", "latest"]),
+    ]
+    assert [a["metadata"] for a in models] == [
+        {"model.cell": "gru", "trainer.steps": 3, "step": 3, "val/mse": 0.3},
+        {"model.cell": "gru", "trainer.steps": 3, "step": 2, "val/mse": 0.2},
+        {"model.cell": "gru", "trainer.steps": 3, "step": 4, "val/mse": 0.2},
+    ]
+    for a in models:  # W&B keeps its own copy until the upload
+        assert a["files"]["model.pt"].read_bytes() == b"weights"
+    # the main metric's summary is its best and last value
+    assert first.metrics["val/mse"] == {"step_metric": "trainer/step", "summary": {"min", "last"}}
+    assert first.summary["val/mse"] == {"min": 0.2, "last": 0.3}
+
+
+def test_system_metrics_and_console_follow_the_wandb_settings(tmp_path, monkeypatch):
+    """W&B's defaults (system metrics, console capture) unless WANDB_* turn them off."""
+    on = tracker(tmp_path / "on", "defaults")
+    print("a line for the console log", flush=True)
+    on.log(1, {"train/loss": 1.0})
+    on.close()
+    monkeypatch.setenv("WANDB_X_DISABLE_STATS", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    off = tracker(tmp_path / "off", "switched-off")
+    print("a line for nobody", flush=True)
+    off.log(1, {"train/loss": 1.0})
+    off.close()
+    (defaults,) = run_files(tmp_path / "on")
+    (switched,) = run_files(tmp_path / "off")
+    assert {"stats", "output_raw"} <= read_run(defaults).record_types
+    assert not {"stats", "output_raw"} & read_run(switched).record_types
+
+
+def test_an_online_run_prints_its_address_on_one_line(capsys):
+    url = "https://wandb.ai/someone/rnnzoo/runs/abc123"
+    announce(SimpleNamespace(offline=False, disabled=False, url=url))
+    announce(SimpleNamespace(offline=True, disabled=False, url=None))
+    out = capsys.readouterr()
+    assert (out.out, out.err) == ("", f"rnnzoo: W&B run {url}\n")
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path):
+    """The same run id, resume="allow": W&B writes one offline folder per process
+    (offline, wandb 0.31 does not reopen a folder), and `wandb sync` uploads them
+    in order of start time as one run; together they hold metrics.jsonl once."""
+    run = tmp_path / "run"
+    overrides = [*QUIET, "task.length=5", "task.val_size=8", "model.hidden_size=4"]
+    overrides += ["trainer.batch_size=4", "trainer.log_every=1", "trainer.eval_every=2"]
+    overrides += ["trainer.checkpoint_every=2", "gradflow.every=0"]
+    Trainer(config.load(None, [*overrides, "trainer.steps=4"]), REGISTRY, run).fit()
+    cfg = config.load(run / "config.yaml", ["trainer.steps=8"])
+    Trainer(cfg, REGISTRY, run, resume=True).fit()
+
+    run_id = json.loads((run / "run.json").read_text())["run_id"]
+    parts = [read_run(f) for f in run_files(run)]
+    assert len(parts) == 2 and {p.run_id for p in parts} == {run_id}
+    assert [f.name for f in run_files(run)] == [f"run-{run_id}.wandb"] * 2
+    logged = [[h["trainer/step"] for h in p.history if "train/loss" in h] for p in parts]
+    assert logged == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    jsonl = [r for r in read_jsonl(run / "metrics.jsonl") if "train/loss" in r]
+    history = {h["trainer/step"]: h for p in parts for h in p.history if "train/loss" in h}
+    assert [r["step"] for r in jsonl] == sorted(history)
+    for row in jsonl:
+        assert history[row["step"]]["train/loss"] == pytest.approx(row["train/loss"], rel=1e-12)
+    assert parts[1].summary["val/mse"]["min"] == pytest.approx(
+        min(r["val/mse"] for r in read_jsonl(run / "metrics.jsonl") if "val/mse" in r)
+    )
+
+
+@pytest.mark.parametrize(
+    ("log_model", "expected"),
+    [
+        ("all", [["latest"], ["latest"]]),  # every rotating checkpoint, as it is written
+        ("best", [["best", "latest"]]),  # best.pt, at the end
+        ("false", []),
+    ],
+)
+def test_train_logs_checkpoints_as_tracking_log_model_says(
+    tmp_path, log_model: str, expected: list[list[str]]
+) -> None:
+    from cli_run import rnnzoo
+
+    run = tmp_path / "run"
+    result = rnnzoo(
+        "train", Path(__file__).resolve().parents[1] / "experiments" / "adding.yaml",
+        "task.length=6", "task.val_size=16",
+        "model.hidden_size=4", "trainer.steps=4", "trainer.batch_size=4",
+        "trainer.eval_every=2", "trainer.checkpoint_every=2", "trainer.progress=false",
+        "gradflow.every=0", "tracking.wandb_mode=offline", f"tracking.log_model={log_model}",
+        "--run-dir", run,
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    (record,) = (read_run(f) for f in run_files(run))
+    models = [a for a in record.artifacts if a["type"] == "model"]
+    assert [sorted(a["aliases"]) for a in models] == expected
+    if log_model == "best":
+        best = (run / "checkpoints" / "best.pt").read_bytes()
+        assert models[0]["files"]["model.pt"].read_bytes() == best
