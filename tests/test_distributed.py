@@ -138,7 +138,7 @@ def test_two_ranks_equal_one_process_and_only_rank_0_writes(tmp_path: Path, dump
 LM = """
 task: {name: char_lm, train: TEXT, bptt: 12}
 model: {head: lm, hidden_size: 8}
-controllers: {tbptt: {k1: 4, k2: 6}}
+controllers: {tbptt: {k1: 4, k2: 6}, clip_state: {max_value: 0.02, mode: norm}}
 trainer: {steps: 10, batch_size: 4, log_every: 5, eval_every: 5, checkpoint_every: 5,
           progress: false}
 gradflow: {every: 0}
@@ -147,6 +147,8 @@ tracking: {wandb_mode: disabled}
 
 
 def test_truncated_bptt_on_a_stream_task_matches_one_process(tmp_path: Path, dump) -> None:
+    """TBPTT windows (no_sync for all but the last backward) and per-step clipping of
+    dL/dh_t (each rank its own rows) under DDP: the weights of one process."""
     text = write(tmp_path / "text.txt", "the quick brown fox jumps over the lazy dog\n" * 30)
     experiment = write(tmp_path / "lm.yaml", LM.replace("TEXT", str(text)))
     _, (rank0, rank1), single = train_both(tmp_path, dump, experiment=experiment)

@@ -63,9 +63,9 @@ def test_commas_inside_brackets_and_quotes_do_not_split() -> None:
     assert split_values('tracking.name="a,b"') == ['"a,b"']
     assert split_values("tracking.name=it's") == ["it's"]  # an apostrophe is no quote
     jobs = expand(["task.spikes=[1,2]", "model.cell=lstm,gru"])
-    assert [j.overrides for j in jobs] == [
-        ("task.spikes=[1,2]", "model.cell=lstm"),
-        ("task.spikes=[1,2]", "model.cell=gru"),
+    assert [j.overrides for j in jobs] == [  # list literals come out as JSON, one list
+        ("task.spikes=[1, 2]", "model.cell=lstm"),
+        ("task.spikes=[1, 2]", "model.cell=gru"),
     ]
     assert jobs[0].folder_name == "0-cell=lstm"
 
@@ -89,7 +89,7 @@ def test_single_values_and_empty_values_are_fixed() -> None:
         (["task.spikes=[1,2"], "an unclosed bracket"),
         (["task.spikes=1,2]"], "a ']' that closes nothing"),
         (["tracking.name='a,b"], "an unclosed '"),
-        (["=lstm,gru"], "has no key"),
+        (["=lstm,gru"], "is not of the form key=value"),
         (["model.cell"], "is not of the form key=value"),
     ],
 )
