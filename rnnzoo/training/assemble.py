@@ -73,7 +73,10 @@ def assemble(
             check_carried(state, cfg.trainer.batch_size, folder.path)
             state.carried = distributed.my_rows(ranks, state.carried)
     # every rank starts from the same weights: DDP broadcasts rank 0's
-    ddp = DistributedDataParallel(model) if ranks.active else None
+    ddp = None
+    if ranks.active:
+        ddp = DistributedDataParallel(model)
+        ddp.register_comm_hook(None, distributed.sum_gradients)
     return Parts(
         device, task, model, ddp, controllers, optimizer, state, run_id, plugin_tags(cfg, registry)
     )

@@ -3,10 +3,11 @@
 Started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment), every process
 trains the same model on its own rows of every batch: ``trainer.batch_size`` is the
 global batch, cut into ``WORLD_SIZE`` equal shares. The model is wrapped in
-:class:`~torch.nn.parallel.DistributedDataParallel`, which averages the gradients
-across ranks in the backward pass; each rank's loss is scaled so that the average
-is the gradient of the global batch's loss, as one process would compute it. Rank 0
-alone writes the run folder, W&B and the gradient-flow probes.
+:class:`~torch.nn.parallel.DistributedDataParallel`, which adds the gradients up
+across ranks in the backward pass (:func:`sum_gradients`); each rank's loss is its
+share of the global batch's mean loss, so the sum is the gradient one process
+would compute for the whole batch. Rank 0 alone writes the run folder, W&B and the
+gradient-flow probes.
 """
 
 from __future__ import annotations
@@ -52,6 +53,17 @@ class Ranks:
 
 #: the ranks of a run in one process
 SINGLE = Ranks()
+
+
+def sum_gradients(state, bucket):
+    # (no annotations: DDP compares them with its own types, and here they are strings)
+    """A DDP communication hook that adds the ranks' gradients up (DDP's default
+    averages them): each rank's loss is already its share of the global batch's
+    mean, so the sum is the global gradient, and every ``dL/dh_t`` a per-step
+    controller sees is the one a single process would see."""
+    work = dist.all_reduce(bucket.buffer(), async_op=True)
+    assert work is not None
+    return work.get_future().then(lambda done: done.value()[0])
 
 
 def launched() -> bool:

@@ -66,15 +66,14 @@ def forward_backward(
 
     Data-parallel (``ddp`` wraps ``model``): ``batch`` is this rank's share of a
     global batch of ``items`` loss items. Forward passes go through ``ddp``, whose
-    gradient average over ranks then is the global batch's gradient; only the last
+    gradient sum over ranks then is the global batch's gradient; only the last
     forward pass of a call with ``sync`` synchronises, the others run under
     ``no_sync`` (micro-batches and windows accumulate locally first).
     """
     needs_states = any(c.needs_step_states for _, c in controllers)
     per_token = model.head.spec.per_token
-    replicas = 1 if ddp is None else torch.distributed.get_world_size()
-    count = max(items if items is not None else loss_items(batch, per_token), 1)
-    total = count * scale / replicas
+    # the global batch's mean: DDP adds the ranks' gradients up (sum_gradients)
+    total = max(items if items is not None else loss_items(batch, per_token), 1) * scale
 
     def run(part: Batch, state: list[State] | None, last: bool) -> ModelOutput:
         if ddp is None:
