@@ -9,7 +9,7 @@ import traceback
 import click
 
 from rnnzoo import __version__
-from rnnzoo.commands import gradflow, inspect, run
+from rnnzoo.commands import cells, gradflow, inspect, run
 from rnnzoo.commands.common import plugin_option
 from rnnzoo.errors import RnnzooError
 from rnnzoo.plugins import plugin_manager
@@ -36,6 +36,7 @@ for command in (
     run.eval_command,
     run.sample,
     gradflow.gradflow_command,
+    cells.check_cell_command,
 ):
     cli.add_command(command)
 
