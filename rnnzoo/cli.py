@@ -37,6 +37,7 @@ for command in (
     run.sample,
     gradflow.gradflow_command,
     cells.check_cell_command,
+    cells.new_cell_command,
 ):
     cli.add_command(command)
 

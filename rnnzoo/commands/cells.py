@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -69,3 +70,40 @@ def check_cell_command(
         click.secho(f"{summary}: '{name}' breaks the cell contract.", fg="red", err=True)
         ctx.exit(1)
     click.echo(f"{summary}: '{name}' keeps the cell contract.")
+
+
+@click.command("new-cell")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "parent",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Folder to write the package folder rnnzoo-NAME into.",
+)
+@plugin_option
+@click.pass_context
+def new_cell_command(ctx: click.Context, name: str, parent: str, plugins: tuple[str, ...]) -> None:
+    """Write a pip-installable plugin package for a new cell NAME: pyproject.toml
+    with the rnnzoo entry point, the cell (equations in its docstring, the injected
+    activation, recurrent_weights()), tests built on rnnzoo.testing, an experiment
+    and a README. Edit the equations, then pip install -e the folder."""
+    from rnnzoo.scaffold import names, write_package
+
+    names(name)  # a bad name fails before the registry loads
+    taken = [c for c in registry(ctx, plugins).find(name) if c.kind == "cell"]
+    if taken:
+        raise UsageError(
+            f"A cell called '{name}' exists already (plugin '{taken[0].plugin}'): cell names "
+            "are global, so pick another."
+        )
+    root, written = write_package(name, Path(parent))
+    click.echo(f"wrote {root}/")
+    for path in written:
+        click.echo(f"  {path.relative_to(root)}")
+    click.echo(
+        f"next: pip install -e {root} && rnnzoo check-cell {name} && pytest {root}\n"
+        f"      then edit {root / names(name)['module'] / 'cell.py'}: the equations are in "
+        "its docstring"
+    )
