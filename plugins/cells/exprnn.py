@@ -7,9 +7,10 @@ from typing import Any, Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parametrizations
+from torch.nn.utils import parametrizations, parametrize
 
 from rnnzoo import Activation, Cell, State, hookimpl
+from rnnzoo.recurrence import step_loop
 
 
 class ExpRNNCell(Cell):
@@ -25,7 +26,9 @@ class ExpRNNCell(Cell):
     paper, or ``cayley``/``householder``), so B never leaves the orthogonal group and
     sigma_max is 1: the recurrent matrix neither shrinks nor grows the gradient;
     only g'(z) can. ``g`` is the activation plugin (modReLU in the paper; relu or
-    tanh here). B starts as a random orthogonal matrix.
+    tanh here). B starts as a random orthogonal matrix. Whole sequences compute B
+    once (``forward_sequence``); the per-step path of the gradient-flow probes
+    computes it at every step.
     """
 
     def __init__(
@@ -52,6 +55,16 @@ class ExpRNNCell(Cell):
         (h,) = state
         h = self.activation(x_t + F.linear(h, self.recurrent.weight))
         return h, (h,)
+
+    def forward_sequence(
+        self, x: Tensor, state: State, lengths: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        """The step loop, with B computed once for the sequence instead of once per
+        step (``parametrize.cached``): the same numbers, an order of magnitude faster
+        at T = 100."""
+        with parametrize.cached():
+            outputs, final, _ = step_loop(self, x, state, lengths, False)
+        return outputs, final
 
     def recurrent_weights(self) -> dict[str, Tensor]:
         return {"B": self.recurrent.weight}
