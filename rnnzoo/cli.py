@@ -10,7 +10,7 @@ import traceback
 import click
 
 from rnnzoo import __version__
-from rnnzoo.commands import compare, gradflow, inspect, run
+from rnnzoo.commands import cells, compare, gradflow, inspect, run
 from rnnzoo.commands.common import plugin_option
 from rnnzoo.commands.data import data_group
 from rnnzoo.errors import RnnzooError
@@ -39,6 +39,8 @@ for command in (
     run.sample,
     gradflow.gradflow_command,
     compare.compare_command,
+    cells.check_cell_command,
+    cells.new_cell_command,
 ):
     cli.add_command(command)
 cli.add_command(data_group)

@@ -142,3 +142,23 @@ def test_probe_overhead_benchmark_runs_and_probes_do_not_change_training(
     assert result["same_training"] is True
     assert len(result["overhead_accounted"]) == 1
     assert result["overhead_accounted"][0] > 0
+
+
+def test_zoo_benchmark_measures_every_column_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "zoo.json"
+    toy = ["--seeds", "1", "--steps", "2", "--copy-steps", "2", "--length", "6"]
+    toy += ["--hidden-size", "4", "--mingru-length", "16", "--mingru-size", "4"]
+    command = [sys.executable, str(BENCHMARKS / "zoo.py"), "--configs", "lstm,mingru"]
+    done = subprocess.run([*command, *toy, "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
+    assert list(data["cells"]) == ["lstm", "mingru"]
+    for row in data["cells"].values():
+        assert {"reach10", "reach1000", "decay", "adding", "copy", "tokens_per_s"} <= set(row)
+        assert row["adding_baseline"] == pytest.approx(1 / 6)
+    assert set(data["mingru_T2048"]) == {"nn.GRU", "mingru scan", "mingru step loop"}
+    table = out.with_suffix(".md").read_text()
+    assert "| `mingru` |" in table and "| T 16, B 16, H 4, forward + backward |" in table
+    # a second run finds everything measured and only rewrites the table
+    again = subprocess.run([*command, *toy, "--out", str(out)], capture_output=True, text=True)
+    assert again.returncode == 0 and json.loads(out.read_text())["cells"] == data["cells"]

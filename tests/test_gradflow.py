@@ -635,7 +635,15 @@ def test_gradflow_command_takes_plugin_cells_and_trains_first(
     plugin = tmp_path / "leaky_plugin.py"
     plugin.write_text(PLUGIN_FILE)
     out_dir = tmp_path / "out"
-    args = ["-p", str(plugin), "gradflow", "--configs", "mgu,leaky,elman:relu", "-T", "12"]
+    args = [
+        "-p",
+        str(plugin),
+        "gradflow",
+        "--configs",
+        "example_leaky,leaky,elman:relu",
+        "-T",
+        "12",
+    ]
     args += ["--hidden-size", "8", "--seeds", "1", "--train-steps", "3", "--out", str(out_dir)]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
@@ -646,7 +654,7 @@ def test_gradflow_command_takes_plugin_cells_and_trains_first(
 
 @pytest.mark.parametrize(
     ("configs", "message"),
-    [("mgu:relu", "Cell 'mgu' takes no activation"), ("lstn", "Did you mean 'lstm'")],
+    [("irnn:relu", "Cell 'irnn' takes no activation"), ("lstn", "Did you mean 'lstm'")],
 )
 def test_gradflow_command_rejects_bad_configurations(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], configs: str, message: str

@@ -57,15 +57,15 @@ def test_entry_point_cell_is_listed_and_described() -> None:
     require_example_plugin()
     listed = rnnzoo("list", "cells")
     assert listed.code == 0, listed.output
-    row = next(line for line in listed.out.splitlines() if line.split()[:1] == ["mgu"])
-    assert "Minimal gated unit" in row and row.endswith("[example]")
+    row = next(line for line in listed.out.splitlines() if line.split()[:1] == ["example_leaky"])
+    assert "Leaky gated cell" in row and row.endswith("[example]")
 
-    described = rnnzoo("describe", "mgu")
+    described = rnnzoo("describe", "example_leaky")
     assert described.code == 0, described.output
     text = described.out
-    assert text.startswith("mgu (cell)\n")
+    assert text.startswith("example_leaky (cell)\n")
     assert "plugin: example (entry point 'example' of rnnzoo-example-plugin" in text
-    assert "one forget gate f decides" in text
+    assert "one gate f decides how" in text
     assert "  gate_bias: float (default 0.0)" in text
     # arguments rnnzoo supplies itself are not settings
     assert "input_size" not in text and "hidden_size" not in text
@@ -88,11 +88,11 @@ def test_disable_autoload_hides_the_entry_point_plugin(monkeypatch: pytest.Monke
     monkeypatch.setenv("RNNZOO_DISABLE_PLUGIN_AUTOLOAD", "1")
     listed = rnnzoo("list", "cells")
     assert listed.code == 0
-    assert "mgu" not in listed.out and "lstm" in listed.out
+    assert "example_leaky" not in listed.out and "lstm" in listed.out
     assert "example" not in rnnzoo("plugins").out
-    described = rnnzoo("describe", "mgu")
+    described = rnnzoo("describe", "example_leaky")
     assert described.code == 2
-    assert "No component is called 'mgu'" in described.err
+    assert "No component is called 'example_leaky'" in described.err
 
 
 def test_trace_prints_registrations_and_hook_calls(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,11 +216,11 @@ def test_duplicate_name_with_a_built_in(tmp_path: Path) -> None:
 
 def test_duplicate_name_with_the_entry_point_plugin(tmp_path: Path) -> None:
     require_example_plugin()
-    plugin = cell_plugin(tmp_path / "mine.py", name="mgu")
+    plugin = cell_plugin(tmp_path / "mine.py", name="example_leaky")
     result = rnnzoo("-p", plugin, "list")
     assert_usage_error(
         result,
-        "Two plugins register the cell 'mgu'",
+        "Two plugins register the cell 'example_leaky'",
         "'example' (entry point 'example' of rnnzoo-example-plugin",
         f"'{plugin}'",
     )

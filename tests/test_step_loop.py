@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_run import rnnzoo, write
-from rnnzoo_example_plugin import MinimalGatedCell
+from rnnzoo_example_plugin import ExampleLeakyCell
 
 from rnnzoo.cell import Cell
 from rnnzoo.recurrence import step_loop
@@ -25,7 +25,7 @@ CELLS = {
     "lstm": lambda i, h: LSTMCell(i, h, Tanh()),
     "gru": lambda i, h: GRUCell(i, h, Tanh()),
     "elman_relu": lambda i, h: ElmanCell(i, h, ReLU()),
-    "mgu": MinimalGatedCell,  # a third-party cell without project_input
+    "example_leaky": lambda i, h: ExampleLeakyCell(i, h, Tanh()),  # without project_input
 }
 
 

@@ -1,20 +1,34 @@
-"""An example third-party plugin: a minimal gated cell, installed via an entry point."""
+"""An example third-party plugin: a small gated cell, installed via an entry point.
+
+Its name, ``example_leaky``, is one no paper uses, so that it never collides with a
+published cell that rnnzoo or another package registers.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from rnnzoo import Cell, State, hookimpl
+from rnnzoo import Activation, Cell, State, hookimpl
 
 
-class MinimalGatedCell(Cell):
-    """Minimal gated unit (Zhou et al. 2016): one forget gate f decides how much of
-    the old state to keep; h' = (1 - f) * h + f * tanh(W x + U (f * h)).
+class ExampleLeakyCell(Cell):
+    """Leaky gated cell (an example, not a published cell): one gate f decides how
+    much of the old state to keep and how much of it the candidate sees::
+
+        f  = sigmoid(W_f x + U_f h + b_f)
+        c  = g(W_c x + U_c (f * h) + b_c)
+        h' = (1 - f) * h + f * c
+
+    ``g`` is the activation plugin (``model.activation``); ``gate_bias`` sets b_f at
+    the start (negative: keep more of the old state).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, gate_bias: float = 0.0) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, activation: Activation, gate_bias: float = 0.0
+    ) -> None:
         super().__init__(input_size, hidden_size)
+        self.activation = activation
         self.gate_x = nn.Linear(input_size, hidden_size)
         self.gate_h = nn.Linear(hidden_size, hidden_size, bias=False)
         self.cand_x = nn.Linear(input_size, hidden_size)
@@ -24,7 +38,7 @@ class MinimalGatedCell(Cell):
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         (h,) = state
         f = torch.sigmoid(self.gate_x(x_t) + self.gate_h(h))
-        candidate = torch.tanh(self.cand_x(x_t) + self.cand_h(f * h))
+        candidate = self.activation(self.cand_x(x_t) + self.cand_h(f * h))
         h = (1 - f) * h + f * candidate
         return h, (h,)
 
@@ -34,4 +48,4 @@ class MinimalGatedCell(Cell):
 
 @hookimpl
 def rnnzoo_cells() -> dict[str, type[Cell]]:
-    return {"mgu": MinimalGatedCell}
+    return {"example_leaky": ExampleLeakyCell}
