@@ -83,7 +83,7 @@ def throughput(registry: Registry, spec: str) -> float:
         model.zero_grad(set_to_none=True)
         model(x).predictions.sum().backward()
 
-    seconds = interleaved({"step": step}, rounds=5, min_time=0.5, device=torch.device("cpu"))
+    seconds = interleaved({"step": step}, rounds=7, min_time=1.0, device=torch.device("cpu"))
     return x.shape[0] * x.shape[1] / statistics.median(seconds["step"])
 
 
@@ -104,7 +104,7 @@ def mingru_long(registry: Registry, steps: int = 2048, size: int = 256) -> dict[
         (out[0] if isinstance(out, tuple) else out.outputs).sum().backward()
 
     calls = {name: (lambda m=m: run(m)) for name, m in contenders.items()}
-    seconds = interleaved(calls, rounds=3, min_time=1.0, device=torch.device("cpu"))
+    seconds = interleaved(calls, rounds=5, min_time=2.0, device=torch.device("cpu"))
     return {name: batch * steps / statistics.median(s) for name, s in seconds.items()}
 
 

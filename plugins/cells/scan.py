@@ -62,5 +62,6 @@ def scan_sequence(
 
 def use_scan(mode: str, x: Tensor) -> bool:
     """Whether to scan: ``always``, ``never``, or ``auto``: on CUDA only, where a few
-    large kernels beat T small steps (on a CPU the step loop is faster)."""
+    large kernels replace T small launches; on a CPU the step loop is faster (3.8x at
+    T = 2048, docs/cells.md)."""
     return mode == "always" or (mode == "auto" and x.device.type == "cuda")
