@@ -15,6 +15,12 @@ from rnnzoo.build import build_training, plugin_tags
 from rnnzoo.controller import GradController
 from rnnzoo.errors import CheckpointError
 from rnnzoo.model import RNNModel
+from rnnzoo.provenance import (
+    changed_sources,
+    component_sources,
+    recorded_sources,
+    require_components,
+)
 from rnnzoo.registry import Registry
 from rnnzoo.task import Task
 from rnnzoo.training import distributed
@@ -36,6 +42,8 @@ class Parts:
     state: TrainState
     run_id: str
     tags: list[str]
+    #: where each component came from (distribution and version, or plugin file)
+    sources: dict[str, str]
 
 
 def assemble(
@@ -53,6 +61,12 @@ def assemble(
     if cfg.trainer.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
+    if resume:  # a component that is missing names the package it came from
+        require_components(cfg, registry, recorded_sources(folder.path))
+    sources = component_sources(cfg, registry)
+    if resume and ranks.main:
+        for line in changed_sources(recorded_sources(folder.path), sources):
+            say(line)
     torch.manual_seed(cfg.trainer.seed)
     task, model, controllers = build_training(
         cfg, registry, device, folder.path if resume else None
@@ -77,6 +91,5 @@ def assemble(
     if ranks.active:
         ddp = DistributedDataParallel(model)
         ddp.register_comm_hook(None, distributed.sum_gradients)
-    return Parts(
-        device, task, model, ddp, controllers, optimizer, state, run_id, plugin_tags(cfg, registry)
-    )
+    tags = plugin_tags(cfg, registry)
+    return Parts(device, task, model, ddp, controllers, optimizer, state, run_id, tags, sources)

@@ -69,6 +69,7 @@ class Trainer:
         self.device, self.task, self.model = parts.device, parts.task, parts.model
         self.ddp, self.controllers, self.optimizer = parts.ddp, parts.controllers, parts.optimizer
         self.state, self.run_id, self.tags = parts.state, parts.run_id, parts.tags
+        self.folder.sources = parts.sources
         self.amp = partial(autocast, self.device, cfg.trainer.precision)
         self.stop = StopRequest()
         self.view = RunView(self)

@@ -25,6 +25,7 @@ from rnnzoo.config import flatten, to_yaml
 from rnnzoo.errors import CheckpointError, ConfigError, UsageError
 from rnnzoo.files import write_text_atomic
 from rnnzoo.model import RNNModel
+from rnnzoo.provenance import SOURCES_FILE, recorded_sources, require_components
 from rnnzoo.registry import Registry
 from rnnzoo.task import Task
 from rnnzoo.tracking import Tracker, truncate_jsonl, write_json
@@ -37,6 +38,9 @@ class RunFolder:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        #: where each component of the run came from (rnnzoo.provenance), written to
+        #: sources.json and the W&B config
+        self.sources: dict[str, str] = {}
         self.lock = RunLock(self.path)
 
     def check_new(self) -> None:
@@ -105,13 +109,21 @@ class RunFolder:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def prepare(self, cfg: DictConfig, task: Task, run_id: str, resumed_at: int | None) -> None:
+    def prepare(
+        self,
+        cfg: DictConfig,
+        task: Task,
+        run_id: str,
+        resumed_at: int | None,
+    ) -> None:
         """Write the config, the run id and the task's files into the claimed folder.
         A resumed run drops every JSONL row logged after its checkpoint: those
         steps run again."""
         try:
             write_text_atomic(self.config_path, to_yaml(cfg))
             write_json(self.path / "run.json", {"run_id": run_id})
+            if self.sources:
+                write_json(self.path / SOURCES_FILE, self.sources)
             task.save(self.path)
             if resumed_at is not None:
                 for log in self.path.glob("*.jsonl"):
@@ -138,7 +150,7 @@ class RunFolder:
         return Tracker(
             self.path,
             run_id=run_id,
-            config=flatten(cfg),
+            config={**flatten(cfg), **{f"sources.{k}": v for k, v in self.sources.items()}},
             project=t.project,
             name=t.name or self.path.name,
             group=t.group,
@@ -231,6 +243,7 @@ def load_run(
     cfg = config.load(folder.config_path, list(overrides))
     if registry is None:
         registry = Registry(plugin_manager([*cfg.plugins, *plugins]))
+    require_components(cfg, registry, recorded_sources(folder.path))
     device = resolve_device(cfg.trainer.device)
     task = build_task(cfg, registry)
     task.load(folder.path)
