@@ -118,3 +118,31 @@ def test_an_unknown_name_without_a_record_keeps_the_usual_error() -> None:
     require_components(cfg, registry, {})  # nothing recorded: nothing to add
     with pytest.raises(UsageError, match="Did you mean 'lstm'"):
         registry.get("cell", "lstn")
+
+
+def test_a_run_records_its_sources_and_eval_without_the_package_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the CLI: the run writes sources.json (and the W&B config); with the
+    plugin package gone, `eval` and `train --resume` say which package to install."""
+    from cli_run import rnnzoo
+
+    require_example_plugin()
+    registry = Registry(plugin_manager())
+    cell = example_cell(registry)
+    run = tmp_path / "run"
+    result = rnnzoo(
+        "train", Path(__file__).resolve().parents[1] / "experiments" / "adding.yaml",
+        f"model.cell={cell}", "task.length=5", "task.val_size=8", "model.hidden_size=4",
+        "trainer.steps=2", "trainer.batch_size=4", "trainer.progress=false",
+        "gradflow.every=0", "tracking.wandb_mode=disabled", "--run-dir", run,
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    sources = json.loads((run / SOURCES_FILE).read_text())
+    assert sources["cell"].startswith("rnnzoo-example-plugin ")
+    monkeypatch.setenv("RNNZOO_DISABLE_PLUGIN_AUTOLOAD", "1")  # as if uninstalled
+    for command in (["eval", run], ["train", "--resume", run, "trainer.steps=4"]):
+        missing = rnnzoo(*command)
+        assert missing.code == 2, missing.output
+        assert "came from package 'rnnzoo-example-plugin'" in missing.err
+        assert "pip install" in missing.err
