@@ -48,6 +48,7 @@ DEFAULT_PLUGINS = (
     "rnnzoo_plugins.tasks.conllu",
     "rnnzoo_plugins.tasks.text_lm",
     "rnnzoo_plugins.gradflow_probes",
+    "rnnzoo_plugins.threads",
 )
 
 

@@ -126,6 +126,10 @@ class TrainerConfig:
     # seconds a collective waits for the other processes before the run stops with
     # an error: long enough for a slow evaluation, short enough to notice a lost rank
     dist_timeout: int = 300
+    # CPU threads of torch: auto times steps at 1 thread and at all cores and keeps
+    # the faster, because on a shared machine more threads can be several times
+    # slower and on an idle one faster; or a number (pinned, bit-exact repeats)
+    threads: str = "auto"
 
 
 @dataclass
@@ -241,6 +245,9 @@ def check_ranges(cfg: Any) -> list[str]:
     for key in (*positive, "checkpoint_every", "max_nonfinite", "keep_checkpoints"):
         if t[key] < 1:
             problems.append(f"'trainer.{key}' must be at least 1, got {t[key]}.")
+    threads = str(t.threads)
+    if threads != "auto" and not (threads.isdigit() and int(threads) >= 1):
+        problems.append(f"'trainer.threads' must be auto or a number >= 1, got {t.threads!r}.")
     if t.eval_batches is not None and t.eval_batches < 1:
         problems.append(f"'trainer.eval_batches' must be at least 1 or null, got {t.eval_batches}.")
     if not 0 < o.lr <= _FLOAT32_MAX:  # NaN and inf fail too

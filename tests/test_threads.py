@@ -1,0 +1,269 @@
+"""CPU threads: the chooser (fed made-up step times, no clock), the plugin behind
+``trainer.threads`` (a fake clock whose steps take longer at some thread counts),
+the core count under torchrun and the user's own choice. Nothing here times
+anything.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from jsonl import read_jsonl
+
+from rnnzoo import config, hookimpl, threads
+from rnnzoo.errors import ConfigError
+from rnnzoo.plugins import plugin_manager
+from rnnzoo.registry import Registry
+from rnnzoo.threads import ThreadChooser
+from rnnzoo.training import Trainer
+from rnnzoo_plugins import threads as plugin
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["tracking.wandb_mode=disabled", "trainer.progress=false", "gradflow.every=0"]
+SMALL = ["task.length=6", "task.val_size=32", "model.hidden_size=8", "trainer.batch_size=8"]
+
+
+@pytest.fixture(autouse=True)
+def thread_count(monkeypatch: pytest.MonkeyPatch):
+    """Each test starts with torch's count pinned to 1, as conftest leaves it, and
+    with no count remembered as rnnzoo's own; both are put back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(threads, "_last_set", None)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    yield
+    torch.set_num_threads(before)
+
+
+def run_chooser(chooser: ThreadChooser, cost: dict[int, float], steps: int) -> list[int]:
+    """Feed ``chooser`` ``steps`` steps whose time depends on the thread count only;
+    return the count each step ran at."""
+    used = []
+    for _ in range(steps):
+        n = chooser.threads()
+        used.append(n)
+        chooser.record(cost[n])
+    return used
+
+
+# -- the chooser -------------------------------------------------------------------
+
+
+def test_chooser_picks_one_thread_when_two_are_slower():
+    chooser = ThreadChooser(options=(1, 2), start=1)
+    used = run_chooser(chooser, {1: 0.010, 2: 0.013}, 60)
+    assert chooser.chosen == 1
+    assert set(used) == {1, 2}  # both were measured
+    assert used[-20:] == [1] * 20  # then it stays with the faster
+
+
+def test_chooser_picks_all_cores_when_they_are_faster():
+    chooser = ThreadChooser(options=(1, 4), start=1)
+    run_chooser(chooser, {1: 0.010, 4: 0.006}, 60)
+    assert chooser.chosen == 4
+
+
+def test_chooser_prefers_fewer_threads_when_both_are_as_fast():
+    chooser = ThreadChooser(options=(1, 2), start=2, tolerance=0.03)
+    run_chooser(chooser, {1: 0.0101, 2: 0.0100}, 60)
+    assert chooser.chosen == 1
+
+
+def test_chooser_stops_trying_a_far_slower_count_after_two_steps():
+    chooser = ThreadChooser(options=(1, 2), start=1, warmup=0, settle=1, per_block=3)
+    used = run_chooser(chooser, {1: 0.010, 2: 0.100}, 40)
+    assert chooser.chosen == 1
+    # one untimed step after the switch and two timed ones at 2 threads, no more
+    assert used.count(2) == 3
+
+
+def test_chooser_follows_a_machine_that_becomes_busy():
+    chooser = ThreadChooser(options=(1, 2), start=1, recheck_s=1.0)
+    run_chooser(chooser, {1: 0.010, 2: 0.006}, 100)  # idle: two threads win
+    assert chooser.chosen == 2
+    used = run_chooser(chooser, {1: 0.010, 2: 0.030}, 400)  # now busy
+    assert chooser.chosen == 1
+    assert used[-50:] == [1] * 50
+    run_chooser(chooser, {1: 0.010, 2: 0.006}, 400)  # idle again
+    assert chooser.chosen == 2
+
+
+def test_chooser_rechecks_only_after_its_interval():
+    chooser = ThreadChooser(options=(1, 2), start=1, recheck_s=10.0)
+    run_chooser(chooser, {1: 0.010, 2: 0.020}, 40)
+    assert not chooser.measuring and chooser.chosen == 1
+    assert run_chooser(chooser, {1: 0.010, 2: 0.020}, 900) == [1] * 900  # 9 s more
+    assert 2 in run_chooser(chooser, {1: 0.010, 2: 0.020}, 101)  # measured again
+    assert chooser.chosen == 1
+
+
+# -- cores and the user's choice ---------------------------------------------------------
+
+
+def test_ranks_under_torchrun_share_the_cores(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert threads.available_cores() == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert threads.available_cores() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert threads.available_cores() == 1
+
+
+def test_omp_num_threads_is_the_users_choice_except_torchruns_own_one(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(threads, "_last_set", 1)  # as if rnnzoo had set the count
+    assert threads.user_choice() is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.user_choice() == "OMP_NUM_THREADS=3"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.user_choice() == "OMP_NUM_THREADS=1"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun sets 1 when it is unset
+    assert threads.user_choice() is None
+
+
+def test_a_count_set_with_torch_set_num_threads_is_the_users_choice(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(threads, "physical_cores", lambda: 32)
+    torch.set_num_threads(3)
+    assert threads.user_choice() == "torch.set_num_threads(3)"
+    threads.set_threads(3)  # the same count, set by rnnzoo
+    assert threads.user_choice() is None
+
+
+# -- the plugin --------------------------------------------------------------------
+
+
+class FakeClock:
+    """``time.perf_counter`` for the plugin: each call after a step has run adds
+    that step's cost at the current torch thread count."""
+
+    def __init__(self, cost: dict[int, float]) -> None:
+        self.cost = cost
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def step(self) -> None:
+        self.now += self.cost[torch.get_num_threads()]
+
+
+class FakeRun:
+    def __init__(self, threads_setting: str = "auto", device: str = "cpu") -> None:
+        cfg = config.load(None, [f"trainer.threads={threads_setting}", "gradflow.every=0"])
+        self.config = cfg
+        self.device = torch.device("cpu") if device == "cpu" else SimpleNamespace(type=device)
+        self.logged: list[dict[str, float]] = []
+
+    def log(self, metrics: dict[str, float]) -> None:
+        self.logged.append(dict(metrics))
+
+
+def train(run: FakeRun, clock: FakeClock, steps: int) -> list[int]:
+    """The event hooks as the trainer calls them, on the fake clock."""
+    plugin.rnnzoo_train_start(run=run)
+    used = []
+    for step in range(1, steps + 1):
+        used.append(torch.get_num_threads())
+        clock.step()
+        plugin.rnnzoo_step_end(run=run, step=step)
+    plugin.rnnzoo_train_end(run=run)
+    return used
+
+
+@pytest.fixture
+def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process with two cores whose thread count is torch's default (not pinned)."""
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "user_choice", lambda: None)
+
+
+def test_auto_picks_the_faster_count_and_logs_it(two_cores, monkeypatch):
+    clock = FakeClock({1: 0.010, 2: 0.030})
+    monkeypatch.setattr(plugin, "time", clock)
+    run = FakeRun()
+    used = train(run, clock, 80)
+    assert used[-30:] == [1] * 30 and 2 in used
+    assert run.logged[0]["perf/threads"] == 1
+    assert run.logged[0]["perf/threads_gain"] == pytest.approx(3.0)
+    assert torch.get_num_threads() == 1  # what it was before training
+
+    faster = FakeClock({1: 0.010, 2: 0.005})
+    monkeypatch.setattr(plugin, "time", faster)
+    run = FakeRun()
+    used = train(run, faster, 80)
+    assert used[-30:] == [2] * 30
+    assert [row["perf/threads"] for row in run.logged] == [2]
+    assert torch.get_num_threads() == 1
+
+
+def test_auto_follows_a_change_in_load(two_cores, monkeypatch):
+    clock = FakeClock({1: 0.010, 2: 0.005})
+    monkeypatch.setattr(plugin, "time", clock)
+    run = FakeRun()
+    plugin.rnnzoo_train_start(run=run)
+    for step in range(1, 20001):
+        if step == 10000:
+            clock.cost = {1: 0.010, 2: 0.040}  # other jobs start
+        clock.step()
+        plugin.rnnzoo_step_end(run=run, step=step)
+    plugin.rnnzoo_train_end(run=run)
+    choices = [row["perf/threads"] for row in run.logged]
+    assert choices[0] == 2 and choices[-1] == 1
+
+
+@pytest.mark.parametrize("reason", ["OMP_NUM_THREADS=4", "cuda"])
+def test_auto_leaves_the_count_alone(reason, monkeypatch):
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    if reason == "cuda":
+        monkeypatch.setattr(threads, "user_choice", lambda: None)
+        run = FakeRun(device="cuda")
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", "4")
+        run = FakeRun()
+    clock = FakeClock({1: 0.010, 2: 0.001})
+    monkeypatch.setattr(plugin, "time", clock)
+    assert set(train(run, clock, 60)) == {1}
+    assert run.logged == []
+
+
+def test_a_pinned_count_is_used_logged_and_put_back(tmp_path):
+    cfg = config.load(None, [*QUIET, *SMALL, "trainer.steps=3", "trainer.threads=2"])
+    seen = []
+
+    class Watch:
+        @hookimpl
+        def rnnzoo_after_backward(self) -> None:
+            seen.append(torch.get_num_threads())
+
+    registry = Registry(plugin_manager())
+    registry.pm.register(Watch())
+    Trainer(cfg, registry, tmp_path / "run").fit()
+    assert seen == [2, 2, 2]
+    assert torch.get_num_threads() == 1
+    rows = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "perf/threads" in r]
+    assert rows == [{"step": 0, "perf/threads": 2}]
+
+
+def test_a_pinned_count_in_the_test_process_keeps_auto_off(tmp_path):
+    """conftest pins torch to 1 thread, so the bit-exact resume tests stay bit-exact."""
+    cfg = config.load(None, [*QUIET, *SMALL, "trainer.steps=30"])
+    Trainer(cfg, Registry(plugin_manager()), tmp_path / "run").fit()
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert not any("perf/threads" in r for r in rows)
+    assert torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_threads_must_be_auto_or_a_count(value):
+    with pytest.raises(ConfigError, match="'trainer.threads' must be auto or a number"):
+        config.load(None, [f"trainer.threads={value}"])
