@@ -1,12 +1,15 @@
 """CPU threads: the chooser (fed made-up step times, no clock), the plugin behind
 ``trainer.threads`` (a fake clock whose steps take longer at some thread counts),
-the core count under torchrun and the user's own choice. Nothing here times
-anything.
+the core count under torchrun, the user's own choice, and the passive OpenMP wait
+policy of the command line, checked in real processes. Nothing here times anything.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -267,3 +270,40 @@ def test_a_pinned_count_in_the_test_process_keeps_auto_off(tmp_path):
 def test_threads_must_be_auto_or_a_count(value):
     with pytest.raises(ConfigError, match="'trainer.threads' must be auto or a number"):
         config.load(None, [f"trainer.threads={value}"])
+
+
+# -- OpenMP's wait policy ----------------------------------------------------------
+
+
+def openmp_settings(command: list[str], env: dict[str, str]) -> str:
+    """What the OpenMP runtime torch loads read from the environment, as it prints
+    it (``OMP_DISPLAY_ENV``) when a real ``rnnzoo`` process starts."""
+    done = subprocess.run(
+        [*command, "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "OMP_DISPLAY_ENV": "VERBOSE"},
+        timeout=120,
+        check=True,
+    )
+    if "OPENMP DISPLAY ENVIRONMENT" not in done.stderr:
+        pytest.skip("this torch's OpenMP runtime does not print its settings")
+    return done.stderr
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_the_command_line_waits_passively_unless_told_otherwise(how, monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    script = shutil.which("rnnzoo", path=str(Path(sys.executable).parent))
+    if how == "script" and script is None:
+        pytest.skip("no rnnzoo console script beside this Python: pip install -e .")
+    command = [script] if how == "script" else [sys.executable, "-m", "rnnzoo"]
+    assert command[0] is not None
+    passive = openmp_settings(command, {})
+    assert "OMP_WAIT_POLICY = 'PASSIVE'" in passive
+    assert "GOMP_SPINCOUNT = '0'" in passive  # threads sleep at once
+    active = openmp_settings(command, {"OMP_WAIT_POLICY": "ACTIVE"})
+    assert "OMP_WAIT_POLICY = 'ACTIVE'" in active  # the user's value is kept
+    # a program that imports rnnzoo keeps OpenMP's default: spin, then sleep
+    default = openmp_settings([sys.executable, "-c", "import rnnzoo.cli; import sys"], {})
+    assert "GOMP_SPINCOUNT = '0'" not in default
