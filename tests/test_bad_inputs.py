@@ -965,7 +965,7 @@ DISK_FULL = """
 set -e
 for name in checkpoint metrics; do
     mkdir -p "$1/$name"
-    mount -t tmpfs -o size=12k tmpfs "$1/$name"
+    mount -t tmpfs -o size=16k tmpfs "$1/$name"
 done
 shift
 exec "$@"
@@ -974,7 +974,7 @@ exec "$@"
 
 @pytest.mark.slow
 def test_disk_full(tmp_path: Path) -> None:
-    """A real full disk (a 12 KiB tmpfs): first while writing a checkpoint, then
+    """A real full disk (a 16 KiB tmpfs): first while writing a checkpoint, then
     while appending to metrics.jsonl. Both end with exit code 1 and one paragraph."""
     driver = write(
         tmp_path / "driver.py",
@@ -1025,7 +1025,7 @@ def test_disk_full(tmp_path: Path) -> None:
     parts = proc.stderr.split("-- ")[1:]
     assert [p.split()[0] for p in parts] == ["checkpoint", "exit", "metrics", "exit"], proc.stderr
     checkpoint_error, checkpoint_exit, metrics_error, metrics_exit = parts
-    assert checkpoint_exit.split()[1] == metrics_exit.split()[1] == "1"
+    assert checkpoint_exit.split()[1] == metrics_exit.split()[1] == "1", proc.stderr
     assert "Could not write checkpoint" in checkpoint_error
     assert "No space left on device" in checkpoint_error
     assert "rnnzoo train --resume" in checkpoint_error
