@@ -146,18 +146,22 @@ def test_checkpoints_are_model_artifacts_with_config_step_and_metric(tmp_path):
 def test_system_metrics_and_console_follow_the_wandb_settings(tmp_path, monkeypatch):
     """W&B's defaults (system metrics, console capture) unless WANDB_* turn them off."""
     on = tracker(tmp_path / "on", "defaults")
+    # system metrics are sampled on W&B's own clock, so a short run on a busy machine
+    # may close before the first sample: the run's settings say whether they are on
+    assert on.wandb_run.settings.x_disable_stats is False
     print("a line for the console log", flush=True)
     on.log(1, {"train/loss": 1.0})
     on.close()
     monkeypatch.setenv("WANDB_X_DISABLE_STATS", "true")
     monkeypatch.setenv("WANDB_CONSOLE", "off")
     off = tracker(tmp_path / "off", "switched-off")
+    assert off.wandb_run.settings.x_disable_stats is True
     print("a line for nobody", flush=True)
     off.log(1, {"train/loss": 1.0})
     off.close()
     (defaults,) = run_files(tmp_path / "on")
     (switched,) = run_files(tmp_path / "off")
-    assert {"stats", "output_raw"} <= read_run(defaults).record_types
+    assert "output_raw" in read_run(defaults).record_types
     assert not {"stats", "output_raw"} & read_run(switched).record_types
 
 
