@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import torch
 
 from rnnzoo.errors import CheckpointError, RnnzooError
+from rnnzoo.files import write_atomic
 
 PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
 #: the checkpoint of the best evaluation so far, beside the rotating ones
@@ -53,7 +53,7 @@ def save(
     for old in found:
         if old not in kept:
             old.unlink(missing_ok=True)
-    for stale in path.parent.glob(".ckpt-*.tmp"):  # left by a process killed mid-write
+    for stale in path.parent.glob(".*.pt-*.tmp"):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
     return path
 
@@ -69,16 +69,7 @@ def save_best(run_dir: Path, state: dict[str, Any]) -> Path:
 def _write(path: Path, state: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda f: torch.save(state, f))
     except OSError as exc:
         raise RnnzooError(
             f"Could not write checkpoint '{path}': {exc.strerror or exc}. Free disk "

@@ -96,9 +96,7 @@ def parse(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, list[str]]]
     parsed: list[tuple[str, list[str]]] = []
     seen: dict[str, str] = {}
     for override in normalize_overrides(list(overrides)):
-        key = override.partition("=")[0].strip()
-        if not key:
-            raise UsageError(f"Override '{override}' has no key before '='.")
+        key = override.partition("=")[0].strip()  # normalize_overrides refused no key
         if key in seen:
             raise UsageError(
                 f"'{key}' is given twice ({seen[key]} and {override}). Give it once, with "
