@@ -38,11 +38,11 @@ from torch import Tensor
 from rnnzoo.activation import Activation
 from rnnzoo.cell import State
 from rnnzoo.errors import ConfigError
+from rnnzoo.files import json_safe
 from rnnzoo.head import summed_loss
 from rnnzoo.model import RNNModel
 from rnnzoo.recurrence import reverse_padded
 from rnnzoo.task import Batch
-from rnnzoo.tracking import json_safe
 
 
 @dataclass

@@ -42,20 +42,30 @@ class Head(nn.Module):
 
 
 def summed_loss(
-    predictions: Tensor, targets: Tensor, keep: Tensor, spec: TaskSpec
+    predictions: Tensor, targets: Tensor, keep: Tensor | None, spec: TaskSpec
 ) -> tuple[Tensor, Tensor]:
-    """Sum of cross-entropy or squared error over the items where ``keep`` is true.
+    """Sum of cross-entropy or squared error over the items where ``keep`` is true,
+    and the number of items summed.
 
     ``predictions`` is ``[..., output_size]``, ``targets`` and ``keep`` are ``[...]``
-    (a trailing value dimension on real targets is allowed).
+    (a trailing value dimension on real targets is allowed). ``keep=None``: every
+    item counts, and the sum is one fused reduction without a mask.
     """
     predictions = predictions.float()
-    if spec.output_kind == "classes":
-        per_item = F.cross_entropy(
-            predictions.reshape(-1, spec.output_size), targets.reshape(-1).long(), reduction="none"
-        ).view(keep.shape)
+    classes = spec.output_kind == "classes"
+    if classes:
+        flat, labels = predictions.reshape(-1, spec.output_size), targets.reshape(-1).long()
     else:
         target = targets.float().reshape(predictions.shape)
+    if keep is None:
+        items = predictions.numel() // spec.output_size
+        count = torch.tensor(float(items), device=predictions.device)
+        if classes:
+            return F.cross_entropy(flat, labels, reduction="sum"), count
+        return F.mse_loss(predictions, target, reduction="sum") / spec.output_size, count
+    if classes:
+        per_item = F.cross_entropy(flat, labels, reduction="none").view(keep.shape)
+    else:
         per_item = (predictions - target).pow(2).sum(-1).view(keep.shape) / spec.output_size
     keep_f = keep.to(per_item.dtype)
     return (per_item * keep_f).sum(), keep_f.sum()

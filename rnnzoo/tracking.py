@@ -14,46 +14,11 @@ from typing import Any
 
 from rnnzoo import wandb_support
 from rnnzoo.errors import RnnzooError, UsageError
-from rnnzoo.files import write_text_atomic
+from rnnzoo.files import json_safe, write_json
+from rnnzoo.wandb_sender import Sender
 
 #: what a run id may hold: it names the run folder and W&B's run, artifacts and files
 RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
-
-
-def json_safe(value: Any) -> Any:
-    """JSON has no NaN or Inf; write them as strings (``"nan"``, ``"inf"``), in
-    lists and dicts too, so the line stays valid."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    return value
-
-
-def truncate_jsonl(path: Path, step: int) -> None:
-    """Drop the rows of ``path`` logged after ``step`` (a resumed run logs them
-    again), and a last line cut short by a crash."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if row.get("step", 0) <= step:
-            kept.append(row)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file, fsync, rename)."""
-    text = json.dumps({k: json_safe(v) for k, v in data.items()}, indent=2, sort_keys=True)
-    write_text_atomic(path, text)
 
 
 def choose_run_id() -> str:
@@ -89,6 +54,8 @@ class Tracker:
 
     ``main_metric`` is ``(key, "min" | "max")``: W&B's summary of ``key`` keeps
     its best and its last value, and checkpoints logged as model artifacts carry it.
+    W&B calls after ``wandb.init`` run on a thread of their own, in order
+    (:mod:`rnnzoo.wandb_sender`); :meth:`close` waits for them.
     """
 
     def __init__(
@@ -126,6 +93,7 @@ class Tracker:
                 f"Cannot write '{self.metrics_path}': {exc.strerror}. Choose a writable --run-dir."
             ) from exc
         self.wandb_run: Any = None
+        self._sender: Sender | None = None
         mode = wandb_support.choose_mode(wandb_mode)
         if mode != "disabled":
             init = dict(project=project, name=name, group=group, tags=tags, entity=entity)
@@ -154,6 +122,7 @@ class Tracker:
                 key, direction = self.main_metric
                 run.define_metric(key, step_metric="trainer/step", summary=f"{direction},last")
             wandb_support.announce(run)
+            self._sender = Sender()
         except Exception as exc:  # W&B must never stop a run
             self._wandb_failed(exc)
 
@@ -164,18 +133,27 @@ class Tracker:
             stacklevel=3,
         )
         self.wandb_run = None
+        if self._sender is not None:
+            self._sender.close()  # skips what is left: the first failure stops the rest
+            self._sender = None
         # W&B's service may be gone: tear it down now, or its exit hook prints a traceback
         with contextlib.suppress(Exception):
             import wandb
 
             wandb.teardown()
 
+    def _later(self, call: Any) -> None:
+        """Run ``call`` (which uses W&B) on the sender's thread, after the calls
+        sent before it; report a failure of an earlier one now."""
+        if self._sender is not None and self._sender.error is not None:
+            self._wandb_failed(self._sender.error)
+        if self._sender is not None:
+            self._sender.send(call)
+
     def _send(self, step: int, values: dict[str, Any]) -> None:
         if self.wandb_run is not None:
-            try:
-                self.wandb_run.log({**values, "trainer/step": step})
-            except Exception as exc:
-                self._wandb_failed(exc)
+            run, row = self.wandb_run, {**values, "trainer/step": step}
+            self._later(lambda: run.log(row))
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         scalars = {k: json_safe(v) for k, v in values.items() if isinstance(v, (int, float))}
@@ -199,12 +177,18 @@ class Tracker:
             self.best = self.latest
 
     def log_images(self, step: int, images: dict[str, Path]) -> None:
-        """PNG files already in the run folder, shown as W&B images."""
+        """PNG files already in the run folder, shown as W&B images. W&B reads a
+        file when it logs it and the figures redraw theirs: logged at once, after
+        the calls still waiting."""
+        if self.wandb_run is not None and self._sender is not None:
+            self._sender.wait()
+            self._later(lambda: None)  # reports an earlier failure
         if self.wandb_run is not None:
             try:
                 import wandb
 
-                self._send(step, {k: wandb.Image(str(p)) for k, p in images.items()})
+                row = {k: wandb.Image(str(p)) for k, p in images.items()}
+                self.wandb_run.log({**row, "trainer/step": step})
             except Exception as exc:
                 self._wandb_failed(exc)
 
@@ -231,16 +215,17 @@ class Tracker:
             raise ValueError(f"log_table({key!r}): line={line} names columns not in {columns}.")
         if self.wandb_run is None:
             return
-        try:
+        run, data = self.wandb_run, [[wandb_support.cell(v) for v in row] for row in rows]
+
+        def send() -> None:
             import wandb
 
-            data = [[wandb_support.cell(v) for v in row] for row in rows]
             media: dict[str, Any] = {key: wandb.Table(columns=list[Any](columns), data=data)}
             if line is not None:
                 media[f"{key}_plot"] = wandb_support.line_chart(columns, data, *line)
-            self._send(step, media)
-        except Exception as exc:
-            self._wandb_failed(exc)
+            run.log({**media, "trainer/step": step})
+
+        self._later(send)
 
     def log_checkpoint(self, path: Path, aliases: list[str], *, step: int | None = None) -> None:
         """Log the checkpoint file ``path`` as a new version of the W&B model
@@ -262,10 +247,12 @@ class Tracker:
             import wandb
 
             artifact = wandb.Artifact(f"model-{self.run_id}", type="model", metadata=metadata)
-            artifact.add_file(str(path), name="model.pt")
-            self.wandb_run.log_artifact(artifact, aliases=list(aliases))
+            artifact.add_file(str(path), name="model.pt")  # a copy: rotation may delete it
         except Exception as exc:
             self._wandb_failed(exc)
+            return
+        run = self.wandb_run
+        self._later(lambda: run.log_artifact(artifact, aliases=list(aliases)))
 
     def summary(self, values: dict[str, Any]) -> None:
         """``summary.json``, and W&B's run summary; the main metric's W&B summary
@@ -276,15 +263,17 @@ class Tracker:
             self.log_checkpoint(best, ["best"])
         if self.wandb_run is not None:
             own = self.main_metric[0] if self.main_metric is not None else None
-            try:
-                self.wandb_run.summary.update({k: v for k, v in values.items() if k != own})
-            except Exception as exc:
-                self._wandb_failed(exc)
+            run, update = self.wandb_run, {k: v for k, v in values.items() if k != own}
+            self._later(lambda: run.summary.update(update))
 
     def close(self) -> None:
         """Finish the W&B run; when no other run is active, also wait until W&B has
         written it out, so the run folder is complete when training returns."""
         self._jsonl.close()
+        if self._sender is not None:
+            self._sender.close()
+            if self._sender is not None and self._sender.error is not None:
+                self._wandb_failed(self._sender.error)
         if self.wandb_run is not None:
             try:
                 import wandb

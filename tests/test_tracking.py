@@ -12,9 +12,10 @@ from jsonl import read_jsonl
 from wandb_records import payloads, read_run, run_files
 
 from rnnzoo import config
+from rnnzoo.files import truncate_jsonl
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
-from rnnzoo.tracking import Tracker, truncate_jsonl
+from rnnzoo.tracking import Tracker
 from rnnzoo.training import Trainer
 
 REGISTRY = Registry(plugin_manager())

@@ -1,13 +1,17 @@
 """Run a built-in cell's maths through PyTorch's fused RNN kernels (cuDNN on GPU).
 
 The kernels are reached through their public modules: each cell keeps a one-layer
-``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` of its sizes on the meta device (no memory,
-never trained), and :func:`torch.func.functional_call` runs that module's forward
-on the cell's own parameters, so gradients reach them as in the step loop.
+``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` of its sizes, made on the meta device (no
+memory, never trained), whose four parameters are then the cell's own Parameter
+objects, so the module's forward computes with the cell's weights and gradients
+reach them as in the step loop. Weights that are not the cell's Parameters (a
+caller substituting tensors, as :func:`torch.func.functional_call` on the cell
+does) run through :func:`torch.func.functional_call` on the template instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -74,6 +78,8 @@ class FusedKernel:
     def __init__(self, kind: str, input_size: int, hidden_size: int) -> None:
         module, extra = MODULES[kind]
         self.template = module(input_size, hidden_size, batch_first=True, device="meta", **extra)
+        #: the Parameters the template holds now (the meta ones until the first call)
+        self.bound: tuple[Tensor, ...] = ()
 
     def __call__(
         self, x: Tensor, state: State, weights: Sequence[Tensor], lengths: Tensor | None
@@ -91,7 +97,8 @@ class FusedKernel:
         h0 = hx[0] if len(hx) == 1 else hx
         # dropout is 0, so training mode changes nothing but whether cuDNN keeps
         # what backward needs
-        self.template.train(torch.is_grad_enabled())
+        if self.template.training != torch.is_grad_enabled():
+            self.template.train(torch.is_grad_enabled())
         if lengths is None:
             out, final = self._run(params, x, h0)
             return out, _squeeze(final)
@@ -115,8 +122,20 @@ class FusedKernel:
     ) -> Any:
         """The template's forward on ``params``: ``(output, h_n)`` or ``(output, (h_n, c_n))``,
         the output packed where ``inputs`` is."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_UNFLAT_WEIGHTS)
+        weights = tuple(params.values())
+        bound = len(weights) == len(self.bound) and all(
+            w is b for w, b in zip(weights, self.bound, strict=False)
+        )
+        if not bound and all(isinstance(w, nn.Parameter) for w in weights):
+            for name, weight in params.items():  # the cell's Parameters, from now on
+                setattr(self.template, name, weight)
+            self.bound, bound = weights, True
+        with contextlib.ExitStack() as stack:
+            if h0[0].is_cuda if isinstance(h0, tuple) else h0.is_cuda:
+                stack.enter_context(warnings.catch_warnings())
+                warnings.filterwarnings("ignore", message=_UNFLAT_WEIGHTS)
+            if bound:
+                return self.template(inputs, h0)
             # the template ties no weights: skip looking for ties
             return torch.func.functional_call(
                 self.template, params, (inputs, h0), tie_weights=False

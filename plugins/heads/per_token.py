@@ -35,7 +35,8 @@ class PerTokenHead(Head):
         return self.project(self.dropout(outputs))
 
     def loss(self, predictions: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
-        return summed_loss(predictions, batch.targets, batch.mask(), self.spec)
+        keep = None if batch.lengths is None else batch.mask()  # None: no padding
+        return summed_loss(predictions, batch.targets, keep, self.spec)
 
 
 class BidirectionalHead(PerTokenHead):

@@ -41,10 +41,7 @@ class SequenceHead(Head):
 
     def loss(self, predictions: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
         # a truncated-BPTT window scores only the sequences that end inside it
-        keep = batch.ends
-        if keep is None:
-            keep = torch.ones(batch.batch_size, dtype=torch.bool, device=predictions.device)
-        return summed_loss(predictions, batch.targets, keep, self.spec)
+        return summed_loss(predictions, batch.targets, batch.ends, self.spec)
 
 
 @hookimpl

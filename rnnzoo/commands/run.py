@@ -124,7 +124,7 @@ def eval_command(
     """Evaluate the latest checkpoint of RUN_DIR on the task's validation data
     (OVERRIDES may point the task at other data); prints the metrics next to the
     task's trivial baseline and writes them to RUN_DIR/eval.json."""
-    from rnnzoo.tracking import write_json
+    from rnnzoo.files import write_json
     from rnnzoo.training import load_run
     from rnnzoo.training.device import autocast
     from rnnzoo.training.evaluate import evaluate

@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from rnnzoo import checkpoint
-from rnnzoo.config import to_yaml
+from rnnzoo.config import snapshot, to_yaml
 from rnnzoo.registry import Registry
 from rnnzoo.task import Batch
 from rnnzoo.tracking import Tracker
@@ -51,6 +51,7 @@ class Trainer:
         run_id: str | None = None,
     ) -> None:
         self.cfg, self.hook = cfg, registry.pm.hook
+        self.settings = snapshot(cfg)  # plain values for the per-step reads
         self.tracker: Tracker | None = None
         self.ranks = distributed.join(cfg)
         # data-parallel: rank 0's folder and run id are everyone's
@@ -80,7 +81,7 @@ class Trainer:
 
     def batches(self, step: int) -> Iterator[Batch]:
         """The micro-batches of ``step``: a pure function of the step."""
-        t = self.cfg.trainer
+        t = self.settings.trainer
         for micro in range(t.grad_accum):
             yield self.task.train_batch(step * t.grad_accum + micro, t.batch_size).to(self.device)
 
@@ -89,7 +90,7 @@ class Trainer:
         summary, whose ``status`` says how it ended. On SIGINT/SIGTERM the step in
         flight finishes, a checkpoint is written and ``KeyboardInterrupt`` raised;
         ``rnnzoo train --resume`` then goes on as if nothing had happened."""
-        cfg, t, s = self.cfg, self.cfg.trainer, self.state
+        cfg, t, s = self.cfg, self.settings.trainer, self.state
         per_token = self.task.spec.per_token
         if self.resumed and (reason := outcome.nothing_to_do(cfg, self.task, s, str(self.run_dir))):
             say(reason)
@@ -108,7 +109,7 @@ class Trainer:
                 stop = self._when_due(pending, stop)
             with self.stop.deferred():
                 while s.step < t.steps and not stop and not self.stop.now:
-                    lr = lr_at(s.step, cfg.optim, t.steps)
+                    lr = lr_at(s.step, self.settings.optim, t.steps)
                     set_lr(self.optimizer, lr)
 
                     # forward and backward every micro-batch; gradients add up (and
@@ -194,7 +195,7 @@ class Trainer:
         """Let the controllers shape the gradients and take the optimizer step, or
         skip the step when the loss or a gradient is not finite
         (``trainer.on_nonfinite``). Returns True when training must stop."""
-        s, t = self.state, self.cfg.trainer
+        s, t = self.state, self.settings.trainer
         norm = steps.grad_norm(self.model)
         what = steps.nonfinite_name(self.model, loss, norm)
         if what is not None:
@@ -212,7 +213,7 @@ class Trainer:
         """After step ``state.step``: evaluate, log and checkpoint when due. If the
         evaluation fails, the step's training is saved first (with ``metrics`` as
         pending work, done first on resume). Returns True when training must stop."""
-        t, s = self.cfg.trainer, self.state
+        t, s = self.settings.trainer, self.state
         last = s.step == t.steps
         if s.step % t.eval_every == 0 or last or stop:
             try:

@@ -23,12 +23,12 @@ from omegaconf import DictConfig
 from rnnzoo import checkpoint
 from rnnzoo.config import flatten, to_yaml
 from rnnzoo.errors import CheckpointError, ConfigError, UsageError
-from rnnzoo.files import write_text_atomic
+from rnnzoo.files import truncate_jsonl, write_json, write_text_atomic
 from rnnzoo.model import RNNModel
 from rnnzoo.provenance import SOURCES_FILE, recorded_sources, require_components
 from rnnzoo.registry import Registry
 from rnnzoo.task import Task
-from rnnzoo.tracking import Tracker, truncate_jsonl, write_json
+from rnnzoo.tracking import Tracker
 from rnnzoo.training.lock import LOCK_NAME, RunLock
 
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 import torch.distributed
-from omegaconf import DictConfig
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
@@ -151,7 +150,7 @@ def shape_gradients(model: RNNModel, controllers: Controllers, metrics: dict[str
     return clipped
 
 
-def skip_nonfinite(state: TrainState, what: str, t: DictConfig) -> bool:
+def skip_nonfinite(state: TrainState, what: str, t: Any) -> bool:
     """Count the step in ``state`` as not finite and apply ``trainer.on_nonfinite``;
     True when training must stop (the run has then diverged)."""
     state.note_nonfinite(state.step + 1, t.checkpoint_every)
