@@ -1,20 +1,8 @@
-"""The whole training loop: ``rnnzoo train`` against a hand-written loop, and the
-peak memory of truncated BPTT.
-
-Throughput: the Trainer trains ``experiments/adding.yaml`` resized (LSTM-256,
-T=100, batch 64, clip_norm 1.0, Adam, W&B offline, gradient-flow probes at the
-default interval), and a hand-written PyTorch loop trains the same model
-(``nn.LSTM`` + ``nn.Linear``) with the same optimizer, clipping and data
-generation. The hand-written loop runs in chunks *between* the Trainer's steps
-(from an ``rnnzoo_step_end`` hook, its time excluded from the Trainer's), so both
-see the same machine load. Each chunk pair gives one ratio; the result is the
-median. Chunks that hold a gradient-flow probe are compared separately: their
-extra time, spread over the probe interval, is the probes' overhead.
-"""
+"""The hand-written training loop that ``benchmarks/overhead.py`` measures
+``rnnzoo train`` against, and the peak memory of truncated BPTT."""
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,14 +14,12 @@ import torch.nn.functional as F
 from bench_common import mib, peak_memory
 from torch import Tensor, nn
 
-from rnnzoo import config, hookimpl
-from rnnzoo.events import TrainingRun
+from rnnzoo import config
 from rnnzoo.registry import Registry
 from rnnzoo.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDING = ROOT / "experiments" / "adding.yaml"
-CHUNK = 25  # steps; adding.yaml logs every 25 steps, so each chunk holds one log write
 
 
 def adding_batch(index: int, batch: int, steps: int) -> tuple[Tensor, Tensor]:
@@ -70,98 +56,6 @@ class HandWritten:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.item()
-
-
-class ChunkClock:
-    """Times the Trainer's steps in chunks and runs ``side`` after each chunk."""
-
-    def __init__(self, side: Callable[[], float]) -> None:
-        self.side = side
-        self.trainer_chunks: dict[int, float] = {}  # last step of the chunk -> seconds
-        self.side_chunks: dict[int, float] = {}
-        self.elapsed = 0.0
-        self.last = 0.0
-
-    @hookimpl
-    def rnnzoo_train_start(self, run: TrainingRun) -> None:
-        self.last = time.perf_counter()
-
-    @hookimpl
-    def rnnzoo_step_end(self, run: TrainingRun, step: int, metrics: dict[str, float]) -> None:
-        now = time.perf_counter()
-        self.elapsed += now - self.last
-        if step % CHUNK == 0:
-            self.trainer_chunks[step] = self.elapsed
-            self.elapsed = 0.0
-            self.side_chunks[step] = self.side()
-        self.last = time.perf_counter()
-
-
-def throughput(
-    registry: Registry,
-    chunks: int,
-    hidden: int,
-    batch: int,
-    steps: int,
-    log: Callable[[str], None],
-    wandb_mode: str = "offline",
-) -> dict[str, object]:
-    overrides = [
-        f"task.length={steps}",
-        f"model.hidden_size={hidden}",
-        f"trainer.batch_size={batch}",
-        f"trainer.steps={CHUNK * (chunks + 1)}",
-        f"trainer.eval_every={CHUNK * (chunks + 1)}",
-        f"trainer.checkpoint_every={CHUNK * (chunks + 1)}",
-        "trainer.progress=false",
-        f"tracking.wandb_mode={wandb_mode}",
-    ]
-    cfg = config.load(ADDING, overrides)
-    every = cfg.gradflow.every
-    torch.manual_seed(0)
-    hand = HandWritten(hidden, batch, steps, cfg.optim.lr, cfg.controllers.clip_norm.max_norm)
-
-    def hand_chunk() -> float:
-        start = time.perf_counter()
-        for _ in range(CHUNK):
-            hand.step()
-        return time.perf_counter() - start
-
-    clock = ChunkClock(hand_chunk)
-    registry.pm.register(clock)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            Trainer(cfg, registry, Path(tmp) / "run").fit()
-    finally:
-        registry.pm.unregister(clock)
-    ends = sorted(clock.trainer_chunks)[1:]  # the first chunk warms up
-    probed = [e for e in ends if (e - CHUNK) % every == 0 and e > CHUNK]
-    plain = [e for e in ends if e not in probed]
-    ratio = statistics.median(clock.side_chunks[e] / clock.trainer_chunks[e] for e in plain)
-    trainer_step = statistics.median(clock.trainer_chunks[e] for e in plain) / CHUNK
-    hand_step = statistics.median(clock.side_chunks[e] for e in ends) / CHUNK
-    result: dict[str, object] = {
-        "model": f"lstm-{hidden}",
-        "wandb": wandb_mode,
-        "batch": batch,
-        "steps": steps,
-        "gradflow.every": every,
-        "trainer tok/s": round(batch * steps / trainer_step),
-        "hand-written tok/s": round(batch * steps / hand_step),
-        "trainer / hand-written": round(ratio, 3),
-        "chunks": len(plain),
-    }
-    if probed:
-        extra = statistics.median(clock.trainer_chunks[e] - trainer_step * CHUNK for e in probed)
-        overhead = extra / (every * trainer_step)
-        result["probe s"] = round(extra, 3)
-        result["probe overhead"] = round(overhead, 4)
-        result["trainer+probes / hand-written"] = round(ratio / (1 + overhead), 3)
-    log(
-        f"rnnzoo train lstm-{hidden} B={batch} T={steps}: x{result['trainer / hand-written']} "
-        f"hand-written, probes {result.get('probe overhead', 'n/a')}"
-    )
-    return result
 
 
 def tbptt_memory(

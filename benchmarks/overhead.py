@@ -46,7 +46,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SIZES = {"readme": (64, 50, 64), "large": (256, 100, 64)}  # hidden, T, batch
+#: hidden, T, batch; ``tiny`` is for the test that keeps this script runnable
+SIZES = {"readme": (64, 50, 64), "large": (256, 100, 64), "tiny": (8, 5, 4)}
 CONTENDERS = ("hand", "lightning", "rnnzoo", "rnnzoo-lean")
 
 
@@ -227,6 +228,14 @@ class Contender:
             raise RuntimeError(f"{self.name} failed (exit code {self.process.returncode})")
 
 
+def contenders(wanted: list[str], baseline: bool = False) -> list[str]:
+    """``wanted`` with ``hand`` first, without Lightning where it is not installed,
+    and with the ``@base`` twins of the rnnzoo contenders for a ``baseline``."""
+    names = ["hand"] + [c for c in wanted if c != "hand"]
+    names = [c for c in names if c != "lightning" or lightning_installed()]
+    return names + [f"{n}@base" for n in names if baseline and n.startswith("rnnzoo")]
+
+
 def importable(checkout: Path, into: Path) -> Path:
     """A folder whose ``rnnzoo`` and ``rnnzoo_plugins`` are ``checkout``'s."""
     (into / "rnnzoo").symlink_to(checkout.resolve() / "rnnzoo")
@@ -290,10 +299,15 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["readme", "large"])
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
-    parser.add_argument("--rounds", type=int, default=24, help="chunks per contender")
-    parser.add_argument("--chunk", type=int, default=25, help="steps per chunk")
+    parser.add_argument("--rounds", type=int, default=12, help="chunks per contender")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=100,
+        help="steps per chunk (the probe interval: one probe each)",
+    )
     parser.add_argument("--warmup", type=int, default=50, help="untimed steps first")
     parser.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)
@@ -305,11 +319,7 @@ def main() -> None:
     if args.one:
         contend(args.one, args.sizes[0], args.steps, Turns(args.warmup, args.chunk))
         return
-    names = [c for c in args.contenders if c != "lightning" or lightning_installed()]
-    if "hand" not in names:
-        names.insert(0, "hand")
-    if args.baseline:
-        names += [f"{n}@base" for n in names if n.startswith("rnnzoo")]
+    names = contenders(args.contenders, args.baseline is not None)
     started = time.perf_counter()
 
     def log(line: str) -> None:

@@ -7,7 +7,8 @@
 
 Sections: ``cells`` (built-in cells against torch.nn and a hand-written loop),
 ``plugin`` (a plugin cell through the generic step loop), ``train`` (``rnnzoo
-train`` against a hand-written training loop), ``tbptt`` (peak memory of truncated
+train`` against a hand-written training loop and Lightning, from
+benchmarks/overhead.py, one thread each), ``tbptt`` (peak memory of truncated
 BPTT) and ``gradflow`` (probe overhead, from benchmarks/gradflow_overhead.py).
 Results go to ``benchmarks/results/<profile>.json`` and ``.md`` (``<profile>-variants``
 with ``--variants``), rewritten after every section. Timings are
@@ -28,6 +29,7 @@ from pathlib import Path
 import bench_cells
 import bench_plugin_cell
 import bench_training
+import overhead
 import torch
 from bench_common import devices, machine
 from report import markdown
@@ -42,7 +44,8 @@ GRID = {
     "default": list(product([16, 64], [100], [128, 256, 512])) + [(16, 1000, 256)],
     "full": list(product([16, 64], [100, 1000], [128, 256, 512])),
 }
-#: per profile: rounds, seconds per timing sample, training chunks, gradflow_overhead args
+#: per profile: rounds, seconds per timing sample, training-loop rounds (of 100 steps),
+#: gradflow_overhead args
 #: (a short run overstates the probe overhead: the final figures are a fixed cost per run)
 SETTINGS = {
     "quick": (3, 0.3, 4, ["trainer.steps=200", "--repeats", "1"]),
@@ -114,7 +117,11 @@ def main() -> None:
                 for s in sizes
             ]
         elif section == "train":
-            results["train"] = bench_training.throughput(registry, chunks, 256, 64, 100, log)
+            names = overhead.contenders(list(overhead.CONTENDERS))
+            sizes = ["readme"] + ([] if profile == "quick" else ["large"])
+            results["train"] = [
+                row for size in sizes for row in overhead.measure(size, names, chunks, 100, 50, log)
+            ]
         elif section == "tbptt":
             results["tbptt"] = bench_training.tbptt_memory(
                 registry, [1000, 10000], 256, 16, 100, log

@@ -72,13 +72,6 @@ class Batch:
         return int(self.lengths.sum()) if self.lengths is not None else self.batch_size * self.steps
 
     def to(self, device: torch.device | str) -> Batch:
-        """This batch on ``device``: itself when every tensor is there already."""
-        device = torch.device(device)
-        tensors = [self.inputs, self.targets, self.lengths, self.ends, self.reset]
-        tensors += self.extras.values()
-        if all(t is None or _on(t, device) for t in tensors):
-            return self
-
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
@@ -173,12 +166,3 @@ class Task:
 
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError(f"{type(self).__name__} has no text encoding")
-
-
-def _on(tensor: Tensor, device: torch.device) -> bool:
-    """Whether ``tensor`` is on ``device`` (``cuda`` means the current CUDA device)."""
-    if tensor.device.type != device.type:
-        return False
-    if device.index is None and device.type == "cuda":
-        return tensor.device.index == torch.cuda.current_device()
-    return device.index is None or tensor.device.index == device.index

@@ -85,14 +85,37 @@ def test_cell_and_plugin_benchmarks_report_every_contender() -> None:
     assert len(lines) == 4  # one progress line per row
 
 
-def test_training_benchmarks_measure_throughput_and_tbptt_memory() -> None:
+def test_training_loop_benchmark_times_every_contender_in_turns(tmp_path: Path) -> None:
+    """benchmarks/overhead.py at a toy size: every contender a real process,
+    each reporting its chunks; Lightning only where it is installed."""
+    out = tmp_path / "rows.json"
+    command = [sys.executable, str(BENCHMARKS / "overhead.py"), "--sizes", "tiny"]
+    command += ["--rounds", "2", "--chunk", "3", "--warmup", "2", "--json", str(out)]
+    command += [
+        "--contenders",
+        "hand",
+        "rnnzoo",
+        "rnnzoo-lean",
+        "--baseline",
+        str(BENCHMARKS.parent),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    names = ["hand", "rnnzoo", "rnnzoo-lean", "rnnzoo@base", "rnnzoo-lean@base"]
+    assert [row["contender"] for row in rows] == names
+    for row in rows:
+        assert row["rounds"] == 2 and row["chunk steps"] == 3
+        assert row["ms/step (median)"] > 0 and row["x hand-written"] > 0
+    assert rows[0]["x hand-written"] == 1.0
+    assert done.stdout.count("round ") == 2  # a progress line per round
+
+
+def test_tbptt_memory_benchmark() -> None:
     import bench_training
     import report
 
     registry = Registry(plugin_manager())
-    train = bench_training.throughput(registry, 2, 8, 4, 10, lambda _: None, "disabled")
-    assert train["chunks"] == 2  # the first chunk warms up and is not compared
-    assert train["trainer tok/s"] > 0 and train["hand-written tok/s"] > 0
     tbptt = bench_training.tbptt_memory(registry, [200, 800], 64, 8, 20, lambda _: None)
     truncated_200, truncated_800, full_200 = (row["peak MiB"] for row in tbptt)
     # truncated at 20 steps, the graph holds one window, however long the sequence
@@ -108,7 +131,7 @@ def test_training_benchmarks_measure_throughput_and_tbptt_memory() -> None:
                 "python": "3",
                 "load_average_1min": 0.0,
             },
-            "train": train,
+            "train": [{"contender": "hand", "x hand-written": 1.0}],
             "tbptt": tbptt,
         }
     )

@@ -1,5 +1,5 @@
 """What the training step does with less work per step computes what it did before:
-the unmasked loss, a batch already on its device, the fused optimizers, the
+the unmasked loss, the fused optimizers, the
 fused-kernel template holding the cell's own parameters, the settings snapshot
 and W&B calls on their own thread."""
 
@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from rnnzoo import Batch, TaskSpec, config
+from rnnzoo import TaskSpec, config
 from rnnzoo.head import summed_loss
 from rnnzoo.training.optim import make_optimizer
 from rnnzoo.wandb_sender import Sender
@@ -48,16 +48,6 @@ def test_unmasked_loss_is_the_masked_loss_with_every_item_kept(spec: TaskSpec) -
     keep[:, 3:] = False
     half, count = summed_loss(predictions, targets, keep, spec)
     assert float(count) == 12 and float(half.detach()) < float(fused.detach())
-
-
-def test_a_batch_already_on_its_device_is_not_copied() -> None:
-    batch = Batch(inputs=torch.zeros(2, 3, 1), targets=torch.zeros(2), lengths=torch.tensor([3, 2]))
-    assert batch.to("cpu") is batch
-    assert batch.to(torch.device("cpu")) is batch
-    moved = batch.to("meta")
-    assert moved is not batch
-    assert moved.inputs.is_meta and moved.lengths is not None and moved.lengths.is_meta
-    assert batch.inputs.device.type == "cpu"  # the original stays where it was
 
 
 def _trajectory(name: str, fused: bool) -> list[torch.Tensor]:

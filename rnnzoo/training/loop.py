@@ -50,8 +50,7 @@ class Trainer:
         resume: bool = False,
         run_id: str | None = None,
     ) -> None:
-        self.cfg, self.hook = cfg, registry.pm.hook
-        self.settings = snapshot(cfg)  # plain values for the per-step reads
+        self.cfg, self.hook, self.settings = cfg, registry.pm.hook, snapshot(cfg)  # plain values
         self.tracker: Tracker | None = None
         self.ranks = distributed.join(cfg)
         # data-parallel: rank 0's folder and run id are everyone's
