@@ -41,8 +41,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from bench_common import machine
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -51,12 +54,12 @@ SIZES = {"readme": (64, 50, 64), "large": (256, 100, 64), "tiny": (8, 5, 4)}
 CONTENDERS = ("hand", "lightning", "rnnzoo", "rnnzoo-lean")
 
 
-def lightning_installed() -> bool:
+def lightning_version() -> str | None:
+    """The installed PyTorch Lightning's version, or None."""
     try:
-        import lightning  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        return metadata.version("lightning")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 # -- one contender, in its own process: trains a chunk of steps when told to ---------
@@ -232,7 +235,7 @@ def contenders(wanted: list[str], baseline: bool = False) -> list[str]:
     """``wanted`` with ``hand`` first, without Lightning where it is not installed,
     and with the ``@base`` twins of the rnnzoo contenders for a ``baseline``."""
     names = ["hand"] + [c for c in wanted if c != "hand"]
-    names = [c for c in names if c != "lightning" or lightning_installed()]
+    names = [c for c in names if c != "lightning" or lightning_version() is not None]
     return names + [f"{n}@base" for n in names if baseline and n.startswith("rnnzoo")]
 
 
@@ -326,16 +329,27 @@ def main() -> None:
         print(f"[{time.perf_counter() - started:5.0f}s] {line}", flush=True)
 
     log(f"load average at start: {os.getloadavg()[0]:.2f}")
+    conditions = {**machine(), "torch_threads": 1, "lightning": lightning_version()}
+    conditions["baseline"] = revision(args.baseline) if args.baseline else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = importable(args.baseline, Path(tmp)) if args.baseline else None
         for size in args.sizes:
             rows += measure(size, names, args.rounds, args.chunk, args.warmup, log, base)
     log(f"load average at end: {os.getloadavg()[0]:.2f}")
+    conditions["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     for row in rows:
         print(json.dumps(row))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        args.json.write_text(json.dumps({"machine": conditions, "rows": rows}, indent=1) + "\n")
+
+
+def revision(checkout: Path) -> str:
+    """The commit ``checkout`` is at (its folder name where git cannot tell)."""
+    done = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return done.stdout.strip() or checkout.name
 
 
 if __name__ == "__main__":

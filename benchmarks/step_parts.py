@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from bench_common import machine
 from torch import nn
 
 from rnnzoo import config, wandb_support
@@ -158,9 +159,11 @@ def wandb_parts(folder: Path) -> tuple[dict[str, Callable[[], object]], Tracker]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=300)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
+    rows: list[dict[str, object]] = []
     torch.set_num_threads(1)
-    print("| part | before µs | now µs | per step before → now |")
+    print("| part | before µs | now µs | saved µs per step |")
     print("|---|---|---|---|")
     # per step: how many times the part runs (the W&B parts: logging every 25
     # steps, a probe's table every 100)
@@ -172,16 +175,25 @@ def main() -> None:
     ]:
         t = timed(parts, args.reps)
         before, now = 1e6 * t["before"], 1e6 * t["now"]
-        print(f"| {name} | {before:.1f} | {now:.1f} | {per_step * (before - now):+.1f} µs saved |")
+        rows.append(row(name, before, now, per_step))
     with tempfile.TemporaryDirectory() as tmp:
         parts, tracker = wandb_parts(Path(tmp))
         t = timed(parts, max(args.reps // 10, 5))
         tracker.close()
     for kind, every in (("row", 25), ("table", 100)):
         before, now = 1e6 * t[f"{kind} before"], 1e6 * t[f"{kind} now"]
-        saved = (before - now) / every
-        print(f"| W&B {kind} (every {every} steps) | {before:.1f} | {now:.1f} | "
-              f"{saved:+.1f} µs saved |")  # fmt: skip
+        rows.append(row(f"W&B {kind} (every {every} steps)", before, now, 1 / every))
+    for r in rows:
+        print(f"| {r['part']} | {r['before µs']} | {r['now µs']} | {r['saved µs per step']:+} |")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1) + "\n")
+
+
+def row(part: str, before: float, now: float, per_step: float) -> dict[str, object]:
+    """One part: microseconds per call before and now, and what that saves per step."""
+    saved = round(per_step * (before - now), 1)
+    return {"part": part, "before µs": round(before, 1), "now µs": round(now, 1),
+            "saved µs per step": saved}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from copy import deepcopy
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -245,6 +246,15 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
     walk("", interpolation.without_env(cfg))
     return out
+
+
+def frozen(cfg: DictConfig) -> DictConfig:
+    """A read-only copy of ``cfg``: a training run's settings, read once when it
+    starts, so that a plugin writing to them gets an error instead of a change the
+    loop would not follow."""
+    copy = deepcopy(cfg)
+    OmegaConf.set_readonly(copy, True)
+    return copy
 
 
 def snapshot(cfg: DictConfig) -> Any:

@@ -26,7 +26,8 @@ class TrainingRun(Protocol):
 
     ``step`` is the number of optimizer steps taken so far; ``device`` is where the
     model and batches live; ``rank`` is the process's rank under ``torchrun`` (0 in
-    a single process: rank 0 alone writes files, logs and probes). :meth:`log`
+    a single process: rank 0 alone writes files, logs and probes); ``config`` is
+    read-only (the trainer reads its settings once, when training starts). :meth:`log`
     writes scalars to ``metrics.jsonl`` and W&B at the current step;
     :meth:`log_images` shows PNG files already in the run folder as W&B images;
     :meth:`log_table` logs rows as a W&B table, so runs compare as data (W&B

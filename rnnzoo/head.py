@@ -59,7 +59,7 @@ def summed_loss(
         target = targets.float().reshape(predictions.shape)
     if keep is None:
         items = predictions.numel() // spec.output_size
-        count = torch.tensor(float(items), device=predictions.device)
+        count = predictions.new_full((), float(items), dtype=torch.float32)  # no host copy
         if classes:
             return F.cross_entropy(flat, labels, reduction="sum"), count
         return F.mse_loss(predictions, target, reduction="sum") / spec.output_size, count

@@ -134,7 +134,7 @@ class Tracker:
         )
         self.wandb_run = None
         if self._sender is not None:
-            self._sender.close()  # skips what is left: the first failure stops the rest
+            self._sender.stop(exc)  # what is still queued is skipped
             self._sender = None
         # W&B's service may be gone: tear it down now, or its exit hook prints a traceback
         with contextlib.suppress(Exception):
@@ -145,10 +145,20 @@ class Tracker:
     def _later(self, call: Any) -> None:
         """Run ``call`` (which uses W&B) on the sender's thread, after the calls
         sent before it; report a failure of an earlier one now."""
-        if self._sender is not None and self._sender.error is not None:
-            self._wandb_failed(self._sender.error)
+        self._check_sender()
         if self._sender is not None:
             self._sender.send(call)
+
+    def _check_sender(self) -> None:
+        """Report a failure of an earlier W&B call now (W&B is then off for the run)."""
+        if self._sender is not None and self._sender.error is not None:
+            self._wandb_failed(self._sender.error)
+
+    def flush(self) -> None:
+        """Return once W&B has had every call made so far (report a failure now)."""
+        if self._sender is not None:
+            self._sender.wait()
+            self._check_sender()
 
     def _send(self, step: int, values: dict[str, Any]) -> None:
         if self.wandb_run is not None:
@@ -182,7 +192,7 @@ class Tracker:
         the calls still waiting."""
         if self.wandb_run is not None and self._sender is not None:
             self._sender.wait()
-            self._later(lambda: None)  # reports an earlier failure
+            self._check_sender()
         if self.wandb_run is not None:
             try:
                 import wandb
@@ -252,7 +262,8 @@ class Tracker:
             self._wandb_failed(exc)
             return
         run = self.wandb_run
-        self._later(lambda: run.log_artifact(artifact, aliases=list(aliases)))
+        names = list(aliases)
+        self._later(lambda: run.log_artifact(artifact, aliases=names))
 
     def summary(self, values: dict[str, Any]) -> None:
         """``summary.json``, and W&B's run summary; the main metric's W&B summary
@@ -272,8 +283,7 @@ class Tracker:
         self._jsonl.close()
         if self._sender is not None:
             self._sender.close()
-            if self._sender is not None and self._sender.error is not None:
-                self._wandb_failed(self._sender.error)
+            self._check_sender()
         if self.wandb_run is not None:
             try:
                 import wandb

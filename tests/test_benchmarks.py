@@ -7,6 +7,7 @@ benchmark at toy sizes and check what it reports.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,9 +100,13 @@ def test_training_loop_benchmark_times_every_contender_in_turns(tmp_path: Path) 
         "--baseline",
         str(BENCHMARKS.parent),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path)
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=False, cwd=tmp_path, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert result["machine"]["torch"] == torch.__version__ and result["machine"]["baseline"]
     names = ["hand", "rnnzoo", "rnnzoo-lean", "rnnzoo@base", "rnnzoo-lean@base"]
     assert [row["contender"] for row in rows] == names
     for row in rows:
@@ -185,3 +190,19 @@ def test_zoo_benchmark_measures_every_column_and_resumes(tmp_path: Path) -> None
     # a second run finds everything measured and only rewrites the table
     again = subprocess.run([*command, *toy, "--out", str(out)], capture_output=True, text=True)
     assert again.returncode == 0 and json.loads(out.read_text())["cells"] == data["cells"]
+
+
+def test_step_parts_times_each_part_before_and_now(tmp_path: Path) -> None:
+    out = tmp_path / "parts.json"
+    command = [sys.executable, str(BENCHMARKS / "step_parts.py"), "--reps", "3", "--json", str(out)]
+    env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    done = subprocess.run(
+        command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["part"].split(" (")[0] for r in rows] == [
+        "settings reads", "loss", "Adam step", "fused LSTM", "W&B row", "W&B table"
+    ]  # fmt: skip
+    for r in rows:
+        assert r["before µs"] > 0 and r["now µs"] > 0

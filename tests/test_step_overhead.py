@@ -5,6 +5,7 @@ and W&B calls on their own thread."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
@@ -16,7 +17,8 @@ from torch import nn
 from rnnzoo import TaskSpec, config
 from rnnzoo.head import summed_loss
 from rnnzoo.training.optim import make_optimizer
-from rnnzoo.wandb_sender import Sender
+from rnnzoo.training.state import same_implementation
+from rnnzoo.wandb_sender import BACKLOG, Sender
 from rnnzoo_plugins.cells.gru import GRUCell
 from rnnzoo_plugins.cells.lstm import LSTMCell
 
@@ -60,7 +62,8 @@ def _trajectory(name: str, fused: bool) -> list[torch.Tensor]:
     )
     if fused:
         optimizer = make_optimizer(model.parameters(), settings)
-        assert optimizer.defaults.get("fused") in (True, None)  # None: no fused kind
+        # this torch build has fused Adam and AdamW for the CPU
+        assert bool(optimizer.defaults.get("fused")) is (name in ("adam", "adamw"))
     else:
         kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
         extra = {"momentum": 0.9} if name == "sgd" else {}
@@ -168,3 +171,56 @@ def test_the_sender_runs_calls_in_order_and_stops_at_the_first_failure() -> None
     sender.send(lambda: done.append(100))  # after close: nothing runs, nothing hangs
     sender.wait()
     assert 100 not in done
+
+
+def test_the_sender_keeps_any_failure_and_never_hangs_after_it() -> None:
+    sender = Sender()
+    release = threading.Event()
+    sender.send(release.wait)  # the thread is busy while the queue fills
+    for _ in range(BACKLOG):
+        sender.send(lambda: None)
+
+    def stop() -> None:
+        raise SystemExit(3)  # not an Exception: still kept, still reported
+
+    threading.Timer(0.2, release.set).start()
+    sender.send(stop)  # waits for room in the full queue
+    sender.send(lambda: None)
+    sender.wait()
+    assert isinstance(sender.error, SystemExit)
+    for _ in range(2 * BACKLOG):  # dropped at once: no queue to fill
+        sender.send(lambda: None)
+    sender.wait()
+    sender.close()
+
+
+@pytest.mark.parametrize("saved_fused", [False, True], ids=["unfused-checkpoint", "fused"])
+def test_a_resumed_optimizer_keeps_this_process_implementation(saved_fused: bool) -> None:
+    torch.manual_seed(0)
+    before, after = nn.Linear(4, 3), nn.Linear(4, 3)
+    after.load_state_dict(before.state_dict())
+    settings = OmegaConf.merge(
+        OmegaConf.structured(config.ExperimentConfig).optim,
+        {"name": "adam", "lr": 0.01, "weight_decay": 0.01, "beta1": 0.9, "beta2": 0.99},
+    )
+    saving = torch.optim.Adam(
+        before.parameters(), lr=0.01, weight_decay=0.01, betas=(0.9, 0.99), fused=saved_fused
+    )
+    resumed = make_optimizer(after.parameters(), settings)
+    x, y = torch.randn(16, 4), torch.randn(16, 3)
+
+    def step(model: nn.Linear, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step(before, saving)
+    after.load_state_dict(before.state_dict())
+    saved = copy.deepcopy(saving.state_dict())  # as a checkpoint file would hold it
+    resumed.load_state_dict(same_implementation(saved, resumed))
+    assert resumed.param_groups[0]["fused"] is True
+    step(before, saving)
+    step(after, resumed)  # the fourth step goes on from the third, fused
+    for a, b in zip(before.parameters(), after.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

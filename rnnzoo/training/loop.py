@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from rnnzoo import checkpoint
-from rnnzoo.config import snapshot, to_yaml
+from rnnzoo.config import frozen, snapshot, to_yaml
 from rnnzoo.registry import Registry
 from rnnzoo.task import Batch
 from rnnzoo.tracking import Tracker
@@ -50,7 +50,7 @@ class Trainer:
         resume: bool = False,
         run_id: str | None = None,
     ) -> None:
-        self.cfg, self.hook, self.settings = cfg, registry.pm.hook, snapshot(cfg)  # plain values
+        self.cfg, self.hook, self.settings = frozen(cfg), registry.pm.hook, snapshot(cfg)
         self.tracker: Tracker | None = None
         self.ranks = distributed.join(cfg)
         # data-parallel: rank 0's folder and run id are everyone's

@@ -171,8 +171,11 @@ class RunFolder:
         keep_before: int | None = None,
         tracker: Tracker | None = None,
     ) -> Path:
-        """Write a rotating checkpoint; with ``tracking.log_model: all`` the tracker
-        logs it as a W&B model artifact too."""
+        """Write a rotating checkpoint, once W&B has every row logged before it (a
+        resume logs only the steps after the checkpoint); with
+        ``tracking.log_model: all`` the tracker logs it as a W&B model artifact too."""
+        if tracker is not None:
+            tracker.flush()
         path = checkpoint.save(self.path, step, state, keep, keep_before)
         if tracker is not None and tracker.log_model == "all":
             tracker.log_checkpoint(path, ["latest"], step=step)

@@ -186,11 +186,23 @@ def restore_checkpoint(
     _check_progress(path, saved)
     try:
         model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        optimizer.load_state_dict(same_implementation(saved["optimizer"], optimizer))
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(misfit(path, exc)) from exc
     set_rng_state(saved["rng"], device)
     return TrainState.from_dict(saved, device)
+
+
+def same_implementation(saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``saved`` (an optimizer's state dict) with each group's ``fused`` and
+    ``foreach`` taken from ``optimizer``: how the update runs is this process's
+    choice (a checkpoint from before the fused kernels, or from a device that has
+    them, must not switch them off or on), and loading with it puts the ``step``
+    counters where that implementation wants them."""
+    groups = []
+    for group, now in zip(saved["param_groups"], optimizer.param_groups, strict=False):
+        groups.append({**group, **{k: now[k] for k in ("fused", "foreach") if k in now}})
+    return {**saved, "param_groups": groups}
 
 
 def _check_progress(path: Path, saved: dict[str, Any]) -> None:
