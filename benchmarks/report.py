@@ -94,7 +94,9 @@ def markdown(results: dict[str, Any]) -> str:
             table(_by_contender(results["plugin"])),
         ]
     if "train" in results:
-        parts += ["## Training loop", f"Target: {TARGETS['train']}.\n", table(results["train"])]
+        train = results["train"]  # one row per contender; older results: one summary row
+        rows = train if isinstance(train, list) else [train]
+        parts += ["## Training loop", f"Target: {TARGETS['train']}.\n", table(rows)]
     if "tbptt" in results:
         parts += [
             "## Truncated BPTT memory",
