@@ -1,8 +1,8 @@
 """Framework overhead per training step: ``rnnzoo train`` against a hand-written
 PyTorch loop and, when it is installed, PyTorch Lightning, on the same model.
 
-    python benchmarks/overhead.py                 # README job and LSTM-256, 3 rounds
-    python benchmarks/overhead.py --sizes readme --rounds 5 --steps 600
+    python benchmarks/overhead.py                 # README job and LSTM-256, 12 rounds
+    python benchmarks/overhead.py --sizes readme --baseline ../rnnzoo-before --json out.json
 
 The model is the adding problem's LSTM with a linear readout, Adam, global-norm
 clipping at 1.0, at two sizes: ``readme`` (``experiments/adding.yaml`` as the
@@ -46,11 +46,9 @@ from pathlib import Path
 from typing import Any
 
 from bench_common import machine
+from overhead_contender import SIZES
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-#: hidden, T, batch; ``tiny`` is for the test that keeps this script runnable
-SIZES = {"readme": (64, 50, 64), "large": (256, 100, 64), "tiny": (8, 5, 4)}
 CONTENDERS = ("hand", "lightning", "rnnzoo", "rnnzoo-lean")
 
 
@@ -60,134 +58,6 @@ def lightning_version() -> str | None:
         return metadata.version("lightning")
     except metadata.PackageNotFoundError:
         return None
-
-
-# -- one contender, in its own process: trains a chunk of steps when told to ---------
-
-
-class Turns:
-    """The contender's side of the turns: after ``warmup`` steps, and after every
-    ``chunk`` steps from then on, report the chunk's time and wait for the next
-    word on stdin. ``tick()`` is called at the end of every step."""
-
-    def __init__(self, warmup: int, chunk: int) -> None:
-        self.warmup, self.chunk, self.done, self.started = warmup, chunk, 0, 0.0
-
-    def tick(self) -> None:
-        self.done += 1
-        if self.done < self.warmup or (self.done - self.warmup) % self.chunk:
-            return
-        if self.done > self.warmup:
-            print(f"@@ {time.perf_counter() - self.started}", flush=True)
-        else:
-            print("@@ ready", flush=True)
-        sys.stdin.readline()  # the next turn
-        self.started = time.perf_counter()
-
-
-def train_hand(hidden: int, steps_t: int, batch: int, steps: int, turns: Turns) -> None:
-    import torch
-    from bench_training import HandWritten
-
-    torch.manual_seed(0)
-    hand = HandWritten(hidden, batch, steps_t, lr=0.003, max_norm=1.0)
-    for _ in range(steps):
-        hand.step()
-        turns.tick()
-
-
-def train_lightning(hidden: int, steps_t: int, batch: int, steps: int, turns: Turns) -> None:
-    import lightning as L
-    import torch
-    import torch.nn.functional as F
-    from bench_training import adding_batch
-    from torch import nn
-
-    class Adding(torch.utils.data.Dataset):  # type: ignore[type-arg]
-        def __len__(self) -> int:
-            return steps
-
-        def __getitem__(self, index: int) -> Any:
-            return adding_batch(index, batch, steps_t)
-
-    class Model(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lstm = nn.LSTM(2, hidden, batch_first=True)
-            self.head = nn.Linear(hidden, 1)
-
-        def training_step(self, data: Any, index: int) -> Any:
-            inputs, target = data
-            out, _ = self.lstm(inputs)
-            return F.mse_loss(self.head(out[:, -1]).squeeze(-1), target)
-
-        def on_train_batch_end(self, outputs: Any, data: Any, index: int) -> None:
-            turns.tick()
-
-        def configure_optimizers(self) -> Any:
-            return torch.optim.Adam(self.parameters(), lr=0.003)
-
-    torch.manual_seed(0)
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        devices=1,
-        gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    loader = torch.utils.data.DataLoader(Adding(), batch_size=None, shuffle=False)
-    trainer.fit(Model(), loader)
-
-
-def train_rnnzoo(
-    hidden: int, steps_t: int, batch: int, steps: int, turns: Turns, lean: bool
-) -> None:
-    from rnnzoo import config, hookimpl
-    from rnnzoo.plugins import plugin_manager
-    from rnnzoo.registry import Registry
-    from rnnzoo.training import Trainer
-
-    class Clock:
-        @hookimpl
-        def rnnzoo_step_end(self) -> None:
-            turns.tick()
-
-    overrides = [
-        f"task.length={steps_t}",
-        f"model.hidden_size={hidden}",
-        f"trainer.batch_size={batch}",
-        f"trainer.steps={steps}",
-        f"trainer.eval_every={steps}",
-        f"trainer.checkpoint_every={steps}",
-        "trainer.threads=1",
-        "trainer.progress=false",
-    ]
-    overrides += (
-        ["gradflow.every=0", "tracking.wandb_mode=disabled"]
-        if lean
-        else ["tracking.wandb_mode=offline"]
-    )
-    registry = Registry(plugin_manager())
-    registry.pm.register(Clock())
-    cfg = config.load(ROOT / "experiments" / "adding.yaml", overrides)
-    with tempfile.TemporaryDirectory() as tmp:
-        Trainer(cfg, registry, Path(tmp) / "run").fit()
-
-
-def contend(contender: str, size: str, steps: int, turns: Turns) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    shape = SIZES[size]
-    if contender == "hand":
-        train_hand(*shape, steps, turns)
-    elif contender == "lightning":
-        train_lightning(*shape, steps, turns)
-    else:
-        train_rnnzoo(*shape, steps, turns, lean=contender == "rnnzoo-lean")
 
 
 # -- the turns ----------------------------------------------------------------------------
@@ -203,8 +73,9 @@ class Contender:
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         if path is not None:  # another checkout's rnnzoo and plugins come first
             env["PYTHONPATH"] = os.pathsep.join([str(path), env.get("PYTHONPATH", "")])
-        command = [sys.executable, __file__, "--one", name.split("@")[0], "--sizes", size]
-        command += ["--steps", str(steps), "--warmup", str(warmup), "--chunk", str(chunk)]
+        script = str(HERE / "overhead_contender.py")
+        command = [sys.executable, script, name.split("@")[0], size]
+        command += [str(steps), str(warmup), str(chunk)]
         self.name = name
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=HERE
@@ -312,16 +183,11 @@ def main() -> None:
         help="steps per chunk (the probe interval: one probe each)",
     )
     parser.add_argument("--warmup", type=int, default=50, help="untimed steps first")
-    parser.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument(
         "--baseline", type=Path, help="another rnnzoo checkout to time as rnnzoo@base too"
     )
     args = parser.parse_args()
-    if args.one:
-        contend(args.one, args.sizes[0], args.steps, Turns(args.warmup, args.chunk))
-        return
     names = contenders(args.contenders, args.baseline is not None)
     started = time.perf_counter()
 
