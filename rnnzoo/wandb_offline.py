@@ -12,10 +12,9 @@ their start time, as one run. So once W&B has finished with a part,
 
 - its log ``run-ID.wandb`` becomes ``run-ID.partN.wandb`` (N = 2, 3, ...);
 - its ``files/`` join the first folder's: media are named after their content,
-  so they do not clash, and the few files each part writes (``config.yaml``,
-  ``wandb-summary.json``, ``wandb-metadata.json``, ``output.log``,
-  ``requirements.txt``) are replaced by the later part's, which is what W&B
-  keeps for a resumed run; every part's records stay in its own log;
+  so they do not clash, and a file that every part writes under the same name
+  (``requirements.txt``) is replaced by the later part's, as W&B replaces a
+  resumed run's files; every part's records stay in its own log;
 - its ``logs/NAME.log`` become ``logs/NAME.partN.log``;
 - what is left (``tmp/``) is removed, and ``wandb/latest-run`` and the
   ``wandb/debug*.log`` links point into the first folder.
