@@ -36,6 +36,8 @@ FINISHED = ("finished", "early_stopped")
 #: keys that do not make runs different configurations
 SAME_CONFIGURATION = ("trainer.seed", "run_dir", "trainer.progress")
 IGNORED_SECTIONS = ("tracking.",)
+#: the key that names a configuration's variant (rnnzoo.variants): a label on its own
+VARIANT = "variant"
 #: the training budgets that "equal budgets" looks at
 BUDGETS = ("trainer.max_time", "trainer.max_tokens", "trainer.steps")
 
@@ -164,19 +166,31 @@ def check(runs: list[Run], where: str) -> str:
 
 def configurations(runs: list[Run]) -> list[Configuration]:
     """Runs grouped by everything but the seed, labelled by the keys in which the
-    configurations differ (``model.cell=gru``), in the order of their first run."""
+    configurations differ (``model.cell=gru``), in the order of their first run;
+    where the configurations' ``variant`` differs, by it (``variant=elman-relu``)
+    and by the other keys that differ within one variant."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(json.dumps(run.identity, sort_keys=True), []).append(run)
     identities = [group[0].identity for group in groups.values()]
     keys = list(dict.fromkeys(k for ident in identities for k in ident))
     differing = [k for k in keys if len({ident.get(k, "<unset>") for ident in identities}) > 1]
+    if VARIANT in differing:  # the settings a variant stands for need no label of their own
+        differing = [VARIANT] + [k for k in differing if not _follows(k, identities)]
     out = []
     for group in groups.values():
         config = group[0].config
         label = " ".join(f"{k}={show(config.get(k))}" for k in differing) or "all runs"
         out.append(Configuration(label, group))
     return out
+
+
+def _follows(key: str, identities: list[dict[str, str]]) -> bool:
+    """Whether the value of ``key`` is the same in every configuration of one variant."""
+    values: dict[str, set[str]] = {}
+    for ident in identities:
+        values.setdefault(ident.get(VARIANT, "<unset>"), set()).add(ident.get(key, "<unset>"))
+    return all(len(v) == 1 for v in values.values())
 
 
 def show(value: Any) -> str:

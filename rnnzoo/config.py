@@ -17,7 +17,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from rnnzoo import interpolation, yamlfile
+from rnnzoo import interpolation, variants, yamlfile
 from rnnzoo.errors import ConfigError, did_you_mean
 from rnnzoo.overrides import normalize_overrides
 from rnnzoo.plugins import looks_like_file, plugin_path
@@ -178,8 +178,39 @@ def _unparsable(dotlist: list[str]) -> ConfigError:
     return ConfigError(f"Cannot parse the overrides {' '.join(dotlist)}.")
 
 
+def _merge(cfg: DictConfig, layer: DictConfig, source: str) -> DictConfig:
+    """``layer`` over ``cfg``, its keys and types checked against the schema."""
+    _check_shapes(layer, _SCHEMA, "", source)
+    try:
+        merged = OmegaConf.merge(cfg, layer)
+    except OmegaConfBaseException as exc:
+        raise _friendly(exc, source) from exc
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def _insert_variant(
+    layers: list[tuple[str, DictConfig]], named: dict[str, DictConfig], path: str | Path | None
+) -> None:
+    """The chosen variant's settings (:mod:`rnnzoo.variants`) as the layer after
+    the file's: ``variant`` of the overrides, else of the file. A ``variant`` in a
+    file without ``variants:`` (a run's saved config.yaml) is a name only."""
+    choices = [(layer.variant, src) for src, layer in layers if "variant" in layer]
+    if not choices or choices[-1][0] is None:
+        return
+    name, source = str(choices[-1][0]), choices[-1][1]
+    overridden = source == "the overrides"
+    if not overridden and not named:
+        return
+    where = f"variant={name} in the overrides" if overridden else f"variant: {name} in {source}"
+    layer = variants.pick(named, name, where, f"'{path}'" if path is not None else None)
+    layers.insert(1 if path is not None else 0, (f"variant '{name}' of '{path}'", layer))
+
+
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """The experiment config: defaults, then the YAML file, then the overrides.
+    """The experiment config: defaults, then the YAML file, then the settings of
+    the variant chosen (``variant=NAME``, one of the file's ``variants:``), then
+    the overrides.
 
     Raises :class:`ConfigError` for unknown keys (listing the valid ones), values of
     the wrong type (naming the expected type) and values outside a field's choices.
@@ -187,8 +218,13 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     (:func:`rnnzoo.build.validate`).
     """
     layers: list[tuple[str, DictConfig]] = []
+    named: dict[str, DictConfig] = {}
     if path is not None:
-        layers.append((f"'{path}'", OmegaConf.create(_read_yaml(Path(path)))))
+        data = _read_yaml(Path(path))
+        named = variants.take(data, f"'{path}'")
+        layers.append((f"'{path}'", OmegaConf.create(data)))
+        for name, layer in named.items():  # every variant's keys, even one not chosen
+            _merge(_SCHEMA, layer, f"variant '{name}' of '{path}'")
     dotlist = normalize_overrides(list(overrides))
     yamlfile.check_overrides(dotlist)
     if dotlist:
@@ -196,15 +232,10 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             layers.append(("the overrides", OmegaConf.from_dotlist(dotlist)))
         except (OmegaConfBaseException, yaml.YAMLError) as exc:
             raise _unparsable(dotlist) from exc
+    _insert_variant(layers, named, path)
     cfg = _SCHEMA
     for source, layer in layers:
-        _check_shapes(layer, _SCHEMA, "", source)
-        try:
-            merged = OmegaConf.merge(cfg, layer)
-        except OmegaConfBaseException as exc:
-            raise _friendly(exc, source) from exc
-        assert isinstance(merged, DictConfig)
-        cfg = merged
+        cfg = _merge(cfg, layer, source)
     try:  # every ${...} resolves now, not in the middle of a run
         OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as exc:

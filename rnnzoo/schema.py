@@ -191,6 +191,10 @@ class ExperimentConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # null = runs/NAME-TIME-RUNID (unique); `rnnzoo train --run-dir` overrides it
     run_dir: str | None = None
+    # the name of the experiment file's variant this run uses (one of its
+    # `variants:`, whose settings are applied); kept so runs are labelled by it.
+    # null: the file as written
+    variant: str | None = None
 
 
 def field_type(key: str) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rnnzoo import wandb_support
+from rnnzoo import wandb_offline, wandb_support
 from rnnzoo.errors import RnnzooError, UsageError
 from rnnzoo.files import json_safe, write_json
 from rnnzoo.wandb_sender import Sender
@@ -279,18 +279,22 @@ class Tracker:
 
     def close(self) -> None:
         """Finish the W&B run; when no other run is active, also wait until W&B has
-        written it out, so the run folder is complete when training returns."""
+        written it out, so the run folder is complete when training returns.
+        Offline, a resumed run's new folder then joins the run's first one."""
         self._jsonl.close()
         if self._sender is not None:
             self._sender.close()
             self._check_sender()
         if self.wandb_run is not None:
+            run, self.wandb_run = self.wandb_run, None
             try:
                 import wandb
 
-                self.wandb_run.finish()
+                offline, wandb_dir = run.offline, Path(run.settings.wandb_dir)
+                run.finish()
                 if wandb.run is None:
                     wandb.teardown()
+                if offline:  # a resumed run's parts: one folder (rnnzoo.wandb_offline)
+                    wandb_offline.join_parts(wandb_dir, self.run_id)
             except Exception as exc:
                 self._wandb_failed(exc)
-            self.wandb_run = None

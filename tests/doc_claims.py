@@ -2,12 +2,12 @@
 
 * config keys (:func:`mentions`): backticked dotted keys (``trainer.steps``,
   ``model.cell_args.leak_init=1.0``), ``key=value`` overrides in commands, and the
-  keys of experiments shown as YAML. :func:`key_problem` says why one is not a
-  key: a key is a field of the schema (:class:`rnnzoo.config.ExperimentConfig`),
-  or, in a free-form section (``task``, ``model.cell_args``,
-  ``model.activation_args``, ``model.head_args``, ``controllers.NAME``), a
-  parameter of a registered component: the one the same command or YAML picks
-  (``model.cell=leaky``), or else any of that kind;
+  keys of experiments shown as YAML (with the settings of their ``variants:``).
+  :func:`key_problem` says why one is not a key: a key is a field of the schema
+  (:class:`rnnzoo.config.ExperimentConfig`), or, in a free-form section (``task``,
+  ``model.cell_args``, ``model.activation_args``, ``model.head_args``,
+  ``controllers.NAME``), a parameter of a registered component: the one the same
+  command or YAML picks (``model.cell=leaky``), or else any of that kind;
 * ``rnnzoo`` commands (:func:`command_lines`, :func:`parse_command`);
 * plugin files: Python blocks that start with a ``# NAME.py`` line
   (:func:`plugin_files`).
@@ -144,10 +144,12 @@ def mentions(path: Path, root: Path = ROOT) -> Iterator[Mention]:
     for lang, text in blocks(path):
         if lang in ("yaml", "yml"):
             data = yaml.safe_load(text)
-            if isinstance(data, dict) and set(data) <= SECTIONS:
-                flat = dict(flatten(data))
-                chosen = tuple((k, str(flat[k])) for _, k in FREE_FORM.values() if k in flat)
-                yield from (Mention(doc, key, chosen) for key in flat)
+            if isinstance(data, dict) and set(data) - {"variants"} <= SECTIONS:
+                named = data.pop("variants", None) or {}  # each variant's settings, too
+                for settings in [data, *named.values()]:
+                    flat = dict(flatten(settings))
+                    chosen = tuple((k, str(flat[k])) for _, k in FREE_FORM.values() if k in flat)
+                    yield from (Mention(doc, key, chosen) for key in flat)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -1,9 +1,11 @@
 """Comparing cells: the recipe of docs/comparing-cells.md, tiny.
 
-``rnnzoo train -m`` trains lstm and gru over two seeds, two at a time, as real
-processes; ``rnnzoo compare`` on the group folder writes compare.md, whose every
-number is recomputed here from the run folders' own files, and compare.png.
-Runs of two tasks, unfinished runs and budgets are checked on copies of them.
+One ``rnnzoo train -m`` trains the variants lstm and elman-relu over two seeds,
+two at a time, as real processes with W&B offline; ``rnnzoo compare`` on the
+group folder writes compare.md, whose every number is recomputed here from the
+run folders' own files, and compare.png; each run's offline W&B log holds its
+gradient-flow tables. Runs of two tasks, unfinished runs and budgets are checked
+on copies of them.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import pytest
 import yaml
 from cli_run import rnnzoo
 from jsonl import read_jsonl
+from wandb_records import read_run, run_files, tables
 
 from rnnzoo.compare import Run, budgets, configurations
+from rnnzoo_plugins.gradflow_probes import COLUMNS, TABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDING = ROOT / "experiments" / "adding.yaml"
@@ -39,17 +43,23 @@ TINY = [
     "gradflow.every=3",
     "trainer.batch_size=8",
     "trainer.progress=false",
-    "tracking.wandb_mode=disabled",
 ]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+#: the variants of experiments/adding.yaml the tiny grid trains, and their cells
+VARIANTS = {"lstm": ("lstm", "tanh"), "elman-relu": ("elman", "relu")}
+NAMES = ["0-variant=lstm,seed=0", "1-variant=lstm,seed=1"]
+NAMES += ["2-variant=elman-relu,seed=0", "3-variant=elman-relu,seed=1"]
 
 
 def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``rnnzoo ARGS`` as a process in ``cwd``, W&B offline with its files in ``cwd``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env |= {"WANDB_DIR": str(cwd / "wandb-dir"), "WANDB_CACHE_DIR": str(cwd / "wandb-cache")}
+    env.pop("WANDB_SWEEP_ID", None)
     return subprocess.run(
         [str(RNNZOO), *map(str, args)],
         capture_output=True,
         text=True,
-        env=ENV,
+        env=env,
         cwd=cwd,
         timeout=600,
     )
@@ -63,7 +73,7 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Com
         "train",
         ADDING,
         "-m",
-        "model.cell=lstm,gru",
+        "variant=lstm,elman-relu",
         "trainer.seed=0,1",
         *TINY,
         "--jobs",
@@ -78,13 +88,13 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Com
 def test_the_grid_trains_every_combination_in_its_own_folder(grid) -> None:
     group, result = grid
     assert re.fullmatch(r"multirun-\d{8}-\d{6}-[0-9a-f]{8}", group.name)
-    names = ["0-cell=lstm,seed=0", "1-cell=lstm,seed=1", "2-cell=gru,seed=0", "3-cell=gru,seed=1"]
+    names = NAMES
     assert sorted(p.name for p in group.iterdir() if p.is_dir()) == sorted(names)
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert len(lines) == 4 and all("\r" not in line for line in result.stdout.splitlines())
     for line in lines:
         assert re.fullmatch(
-            r"\[[1-4]/4\] model\.cell=(lstm|gru) trainer\.seed=[01]: finished, "
+            r"\[[1-4]/4\] variant=(lstm|elman-relu) trainer\.seed=[01]: finished, "
             r"val/mse [0-9.e+-]+ \(\d+ s\)",
             line,
         ), line
@@ -92,14 +102,16 @@ def test_the_grid_trains_every_combination_in_its_own_folder(grid) -> None:
     assert f"compare them: rnnzoo compare {Path('runs') / group.name}" in result.stdout
     recorded = json.loads((group / "multirun.json").read_text())
     assert recorded["group"] == group.name and recorded["jobs"] == 2
-    assert recorded["overrides"][:2] == ["model.cell=lstm,gru", "trainer.seed=0,1"]
+    assert recorded["overrides"][:2] == ["variant=lstm,elman-relu", "trainer.seed=0,1"]
     for name, run in zip(names, recorded["runs"], strict=True):
         assert Path(run["run_dir"]).name == name
         assert (run["status"], run["exit_code"]) == ("finished", 0)
-        cell, seed = re.match(r"\d-cell=(\w+),seed=(\d)", name).groups()  # type: ignore[union-attr]
-        assert run["swept"] == [f"model.cell={cell}", f"trainer.seed={seed}"]
+        variant, seed = re.match(r"\d-variant=([\w-]+),seed=(\d)", name).groups()  # type: ignore[union-attr]
+        assert run["swept"] == [f"variant={variant}", f"trainer.seed={seed}"]
         config = yaml.safe_load((group / name / "config.yaml").read_text())
-        assert (config["model"]["cell"], config["trainer"]["seed"]) == (cell, int(seed))
+        model = config["model"]
+        assert (config["variant"], config["trainer"]["seed"]) == (variant, int(seed))
+        assert (model["cell"], model["activation"]) == VARIANTS[variant]  # the joint settings
         assert config["tracking"]["group"] == group.name  # one W&B group for the grid
         assert "run folder:" in (group / name / "train.log").read_text()
 
@@ -164,9 +176,9 @@ def test_compare_writes_numbers_checkable_from_the_run_folders(grid) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     markdown = (group / "compare.md").read_text()
     rows = table(markdown)
-    assert [r["configuration"] for r in rows] == ["model.cell=lstm", "model.cell=gru"]
-    for row, cell in zip(rows, ("lstm", "gru"), strict=True):
-        runs = sorted(group.glob(f"*-cell={cell},seed=*"))
+    assert [r["configuration"] for r in rows] == ["variant=lstm", "variant=elman-relu"]
+    for row, variant in zip(rows, VARIANTS, strict=True):
+        runs = sorted(group.glob(f"*-variant={variant},seed=*"))
         assert {k: row[k] for k in expected(runs)} == expected(runs)
     assert "Equal budgets: all runs: trainer.steps=6." in markdown
     assert "Gradient-flow probes: the first at step 3, the last at step 6." in markdown
@@ -176,8 +188,42 @@ def test_compare_writes_numbers_checkable_from_the_run_folders(grid) -> None:
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
 
 
+def test_each_run_logged_its_gradient_flow_tables_to_wandb(grid) -> None:
+    """Each run's offline W&B log (in its run folder) carries the run's id, group and
+    variant, the main metric's summary of summary.json, and at every probe the table
+    gradflow/curves whose rows hold the numbers of gradflow.jsonl."""
+    group, _ = grid
+    for name in NAMES:
+        run = group / name
+        (log,) = run_files(run)
+        wb = read_run(log)
+        summary = json.loads((run / "summary.json").read_text())
+        assert wb.run_id == json.loads((run / "run.json").read_text())["run_id"]
+        assert (wb.group, wb.config["variant"]) == (group.name, name.split(",")[0].split("=")[1])
+        assert wb.summary["val/mse"]["last"] == pytest.approx(summary["val/mse"], rel=1e-12)
+        assert wb.summary["val/mse"]["min"] == pytest.approx(summary["best/val/mse"], rel=1e-12)
+        cell = wb.config["model.cell"]
+        probes = {r["step"]: r for r in read_jsonl(run / "gradflow.jsonl")}
+        logged = tables(log, TABLE)
+        assert sorted(logged) == sorted(probes) == [3, 6]
+        for step, table in logged.items():
+            assert table["columns"] == list(COLUMNS)
+            rows = [dict(zip(COLUMNS, row, strict=True)) for row in table["data"]]
+            record, T = probes[step], probes[step]["loss_step"]
+            assert {(r["step"], r["cell"], r["layer"], r["direction"]) for r in rows} == {
+                (step, cell, 0, 0)
+            }
+            assert {r["curve"] for r in rows} == set(record["grad_h"]) == {"layer0/dir0"}
+            rows.sort(key=lambda r: r["t"])
+            assert [r["t"] for r in rows] == list(range(8))
+            assert [r["grad_h"] for r in rows] == record["grad_h"]["layer0/dir0"]
+            assert [r["distance"] for r in rows] == [T - t if t <= T else None for t in range(8)]
+            last = [r["grad_h_last_loss"] for r in rows if r["t"] <= T]
+            assert last == record["grad_h_last_loss"]["layer0/dir0"]
+
+
 def copy_run(source: Path, target: Path, edit: Any = None, summary: Any = None) -> Path:
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", ".lock", "wandb"))
     if summary is not None:
         path = target / "summary.json"
         data = json.loads(path.read_text())
@@ -188,28 +234,28 @@ def copy_run(source: Path, target: Path, edit: Any = None, summary: Any = None) 
 
 def test_unfinished_and_diverged_runs_are_listed_and_left_out(grid, tmp_path: Path) -> None:
     group, _ = grid
-    lstm = group / "0-cell=lstm,seed=0"
+    lstm = group / NAMES[0]
     extra = tmp_path / "extra"
     unfinished = copy_run(lstm, extra / "unfinished", summary=lambda d: d.clear())
     diverged = copy_run(lstm, extra / "diverged", summary=lambda d: d.update(status="diverged"))
     result = rnnzoo("compare", group, extra, "--out", tmp_path / "out")
     assert result.code == 0, result.output
     rows = table((tmp_path / "out" / "compare.md").read_text())
-    runs = sorted(group.glob("*-cell=lstm,seed=*"))
+    runs = sorted(group.glob("*-variant=lstm,seed=*"))
     assert {k: rows[0][k] for k in expected(runs) if k != "runs"} == {
         k: v for k, v in expected(runs).items() if k != "runs"
     }
     assert rows[0]["runs"] == "finished 2, diverged 1, unfinished 1"
     text = (tmp_path / "out" / "compare.md").read_text()
-    assert f"- `{unfinished}` (model.cell=lstm, seed 0): unfinished" in text
-    assert f"- `{diverged}` (model.cell=lstm, seed 0): diverged" in text
+    assert f"- `{unfinished}` (variant=lstm, seed 0): unfinished" in text
+    assert f"- `{diverged}` (variant=lstm, seed 0): diverged" in text
     assert "Left out of the numbers" in result.out
 
 
 def test_runs_of_two_tasks_are_not_mixed(grid, tmp_path: Path) -> None:
     group, _ = grid
     other = copy_run(
-        group / "0-cell=lstm,seed=0",
+        group / NAMES[0],
         tmp_path / "copy-run",
         summary=lambda d: d.update({"best/val/acc": 0.5}),
     )
@@ -228,7 +274,7 @@ def test_runs_of_two_tasks_are_not_mixed(grid, tmp_path: Path) -> None:
 
 def test_a_folder_without_finished_runs_is_an_error(grid, tmp_path: Path) -> None:
     group, _ = grid
-    copy_run(group / "2-cell=gru,seed=0", tmp_path / "g" / "a", summary=lambda d: d.clear())
+    copy_run(group / NAMES[2], tmp_path / "g" / "a", summary=lambda d: d.clear())
     result = rnnzoo("compare", tmp_path / "g")
     assert result.code == 2 and "No finished run in" in result.err and "(unfinished)" in result.err
     (tmp_path / "empty").mkdir()

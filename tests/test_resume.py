@@ -137,10 +137,12 @@ def test_interrupted_with_ctrl_c_and_resumed(tmp_path, monkeypatch):
         12,
     ]
 
-    # one W&B run, continued: both parts carry the run id of run.json
+    # one W&B run, continued in one offline folder: both parts carry the run id of run.json
     run_id = json.loads((resumed / "run.json").read_text())["run_id"]
     files = run_files(resumed)
-    assert files and {f.name for f in files} == {f"run-{run_id}.wandb"}
+    assert len(list((resumed / "wandb").glob("offline-run-*"))) == 1
+    assert [f.name for f in files] == [f"run-{run_id}.wandb", f"run-{run_id}.part2.wandb"]
+    assert {read_run(f).run_id for f in files} == {run_id}
     steps = [h["trainer/step"] for f in files for h in read_run(f).history if "train/loss" in h]
     assert set(steps) == {2, 4, 6, 8, 10, 12}
 

@@ -229,5 +229,9 @@ def test_a_sweep_agent_runs_the_command_as_written(tmp_path, monkeypatch):
 
     result = rnnzoo("train", "--resume", folder, "trainer.steps=6")
     assert result.code == 0, result.output
-    assert [f.name for f in run_files(folder)] == ["run-agentrun1.wandb"] * 2
+    assert len(list((folder / "wandb").glob("offline-run-*"))) == 1  # the parts, joined
+    assert [f.name for f in run_files(folder)] == [
+        "run-agentrun1.wandb",
+        "run-agentrun1.part2.wandb",
+    ]
     assert {read_run(f).run_id for f in run_files(folder)} == {"agentrun1"}

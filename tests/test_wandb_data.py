@@ -5,6 +5,8 @@ a resumed run. Read back from the offline run's own files (W&B is not mocked).""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -173,22 +175,34 @@ def test_an_online_run_prints_its_address_on_one_line(capsys):
     assert (out.out, out.err) == ("", f"rnnzoo: W&B run {url}\n")
 
 
-def test_a_resumed_run_continues_its_wandb_run(tmp_path):
-    """The same run id, resume="allow": W&B writes one offline folder per process
-    (offline, wandb 0.31 does not reopen a folder), and `wandb sync` uploads them
-    in order of start time as one run; together they hold metrics.jsonl once."""
+def test_a_resumed_run_continues_its_wandb_run_in_one_offline_folder(tmp_path):
+    """The same run id, resume="allow", and one offline folder: the resumed part's
+    log joins the first part's as run-ID.part2.wandb, its files beside the first's,
+    so `wandb sync FOLDER` finds both parts (W&B's own listing, --dry-run). The two
+    logs hold every row of metrics.jsonl once, and each part's gradient-flow tables
+    are read from the folder's files/."""
     run = tmp_path / "run"
     overrides = [*QUIET, "task.length=5", "task.val_size=8", "model.hidden_size=4"]
     overrides += ["trainer.batch_size=4", "trainer.log_every=1", "trainer.eval_every=2"]
-    overrides += ["trainer.checkpoint_every=2", "gradflow.every=0"]
+    overrides += ["trainer.checkpoint_every=2", "gradflow.every=2", "gradflow.batch_size=4"]
     Trainer(config.load(None, [*overrides, "trainer.steps=4"]), REGISTRY, run).fit()
     cfg = config.load(run / "config.yaml", ["trainer.steps=8"])
     Trainer(cfg, REGISTRY, run, resume=True).fit()
 
     run_id = json.loads((run / "run.json").read_text())["run_id"]
+    (folder,) = (run / "wandb").glob("offline-run-*")
+    assert [f.name for f in run_files(run)] == [f"run-{run_id}.wandb", f"run-{run_id}.part2.wandb"]
+    assert (run / "wandb" / "latest-run").resolve() == folder.resolve()
+    assert {p.name for p in (folder / "logs").iterdir()} >= {"debug.log", "debug.part2.log"}
+    listed = subprocess.run(
+        [sys.executable, "-m", "wandb", "sync", "--dry-run", str(folder)],
+        capture_output=True, text=True, cwd=tmp_path, check=True,
+    )  # fmt: skip
+    assert "Would sync 2 run(s)" in listed.stdout + listed.stderr
+    assert all(f.name in listed.stdout + listed.stderr for f in run_files(run))
+
     parts = [read_run(f) for f in run_files(run)]
-    assert len(parts) == 2 and {p.run_id for p in parts} == {run_id}
-    assert [f.name for f in run_files(run)] == [f"run-{run_id}.wandb"] * 2
+    assert {p.run_id for p in parts} == {run_id}
     logged = [[h["trainer/step"] for h in p.history if "train/loss" in h] for p in parts]
     assert logged == [[1, 2, 3, 4], [5, 6, 7, 8]]
     jsonl = [r for r in read_jsonl(run / "metrics.jsonl") if "train/loss" in r]
@@ -199,6 +213,12 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path):
     assert parts[1].summary["val/mse"]["min"] == pytest.approx(
         min(r["val/mse"] for r in read_jsonl(run / "metrics.jsonl") if "val/mse" in r)
     )
+    probes = {r["step"]: r for r in read_jsonl(run / "gradflow.jsonl")}
+    first, second = (tables(f, TABLE) for f in run_files(run))
+    assert (sorted(first), sorted(second), sorted(probes)) == ([2, 4], [6, 8], [2, 4, 6, 8])
+    for step, table in {**first, **second}.items():
+        rows = [dict(zip(COLUMNS, row, strict=True)) for row in table["data"]]
+        assert {r["step"] for r in rows} == {step}
 
 
 @pytest.mark.parametrize(

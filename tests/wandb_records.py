@@ -21,6 +21,8 @@ from typing import Any
 
 from wandb.proto import wandb_internal_pb2
 
+from rnnzoo.wandb_offline import parts
+
 HEADER = b":W&B"
 HEADER_SIZE = 7
 BLOCK_SIZE = 32 * 1024
@@ -142,5 +144,6 @@ def tables(path: Path, key: str) -> dict[int, dict[str, Any]]:
 
 
 def run_files(run_dir: Path) -> list[Path]:
-    """The offline run files W&B wrote under ``run_dir/wandb``, oldest first."""
-    return sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    """The offline run files under ``run_dir/wandb``, oldest first: by folder, and in
+    a folder that holds a resumed run's parts, first part first."""
+    return [log for f in sorted((run_dir / "wandb").glob("offline-run-*")) for log in parts(f)]
