@@ -32,6 +32,7 @@ from rnnzoo import config, wandb_support
 from rnnzoo.head import summed_loss
 from rnnzoo.task import TaskSpec
 from rnnzoo.tracking import Tracker
+from rnnzoo.training.settings import snapshot
 from rnnzoo_plugins.activations import Tanh
 from rnnzoo_plugins.cells.fused import WEIGHT_NAMES
 from rnnzoo_plugins.cells.lstm import LSTMCell
@@ -68,7 +69,7 @@ def timed(calls: dict[str, Callable[[], object]], reps: int) -> dict[str, float]
 
 def settings_parts() -> dict[str, Callable[[], object]]:
     cfg = config.load(ROOT / "experiments" / "adding.yaml")
-    snap = config.snapshot(cfg)
+    snap = snapshot(cfg)
 
     def read(node: object) -> None:
         t, o = node.trainer, node.optim  # type: ignore[attr-defined]

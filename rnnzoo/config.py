@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from copy import deepcopy
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import yaml
@@ -277,26 +275,3 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
     walk("", interpolation.without_env(cfg))
     return out
-
-
-def frozen(cfg: DictConfig) -> DictConfig:
-    """A read-only copy of ``cfg``: a training run's settings, read once when it
-    starts, so that a plugin writing to them gets an error instead of a change the
-    loop would not follow."""
-    copy = deepcopy(cfg)
-    OmegaConf.set_readonly(copy, True)
-    return copy
-
-
-def snapshot(cfg: DictConfig) -> Any:
-    """A plain copy of ``cfg`` with attribute access (``snap.trainer.steps``), for
-    the training loop: each read of a DictConfig key runs omegaconf's validation
-    and interpolation (about 10 µs), a plain attribute read does not. Values are
-    resolved; the copy does not follow later changes to ``cfg``."""
-
-    def plain(node: Any) -> Any:
-        if isinstance(node, dict):
-            return SimpleNamespace(**{str(k): plain(v) for k, v in node.items()})
-        return node
-
-    return plain(OmegaConf.to_container(cfg, resolve=True))

@@ -17,6 +17,7 @@ from torch import nn
 from rnnzoo import TaskSpec, config
 from rnnzoo.head import summed_loss
 from rnnzoo.training.optim import make_optimizer
+from rnnzoo.training.settings import snapshot
 from rnnzoo.training.state import same_implementation
 from rnnzoo.wandb_sender import BACKLOG, Sender
 from rnnzoo_plugins.cells.gru import GRUCell
@@ -139,7 +140,7 @@ class _Sequence(nn.Module):
 def test_the_settings_snapshot_holds_the_resolved_values(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RNNZOO_TEST_STEPS", "123")
     cfg = config.load(None, ["trainer.steps=${oc.env:RNNZOO_TEST_STEPS}", "optim.lr=0.5"])
-    snap = config.snapshot(cfg)
+    snap = snapshot(cfg)
     assert snap.trainer.steps == 123 and snap.optim.lr == 0.5
     assert snap.model.cell == cfg.model.cell
     assert snap.trainer.eval_batches == cfg.trainer.eval_batches

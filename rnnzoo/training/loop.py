@@ -21,11 +21,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from rnnzoo import checkpoint
-from rnnzoo.config import frozen, snapshot, to_yaml
+from rnnzoo.config import to_yaml
 from rnnzoo.registry import Registry
 from rnnzoo.task import Batch
 from rnnzoo.tracking import Tracker
-from rnnzoo.training import distributed, outcome
+from rnnzoo.training import distributed, outcome, settings
 from rnnzoo.training import evaluate as ev
 from rnnzoo.training import step as steps
 from rnnzoo.training.assemble import assemble
@@ -50,13 +50,13 @@ class Trainer:
         resume: bool = False,
         run_id: str | None = None,
     ) -> None:
-        self.cfg, self.hook, self.settings = frozen(cfg), registry.pm.hook, snapshot(cfg)
+        self.cfg, self.settings = settings.frozen(cfg), settings.snapshot(cfg)
+        self.hook = registry.pm.hook
         self.tracker: Tracker | None = None
         self.ranks = distributed.join(cfg)
         # data-parallel: rank 0's folder and run id are everyone's
         run_dir, run_id = distributed.same_everywhere(self.ranks, (run_dir, run_id))
-        self.folder = RunFolder(run_dir)
-        self.resumed = resume
+        self.folder, self.resumed = RunFolder(run_dir), resume
         # a resumed run is locked before anything of it is read; a new one when it
         # starts; only rank 0 writes the folder
         if self.ranks.main:
