@@ -50,9 +50,11 @@ class ModelConfig:
     # per-step states; false runs the generic step loop everywhere
     fused: bool = True
     # compile blocks of compile_steps steps of the generic step loop with torch.compile;
-    # off because the first step compiles for tens of seconds (a few once cached)
+    # off: the first step compiles for 40 s to minutes (5 s once cached) for a gain
+    # of about 10 % at batch 16, T=1000 and a loss at batch 64, T=100
     compile: bool = False
-    # steps per compiled block: 16 was the fastest of 8, 16 and 32 at batch 16, T=1000
+    # steps per compiled block (the last T % K run eagerly): 16 and 32 were as fast at
+    # batch 16, T=1000 and 8 slower; 16 compiles faster and leaves fewer eager steps
     compile_steps: int = 16
 
 
