@@ -15,7 +15,10 @@ as medians of per-round ratios:
 * ``compile K=k``: the same with ``compiled=CompiledLoop(k)`` (``model.compile=true
   model.compile_steps=k``): blocks of k steps compiled by inductor;
 * ``compiled cell`` (not with ``--quick``; B=16 T=1000): the eager step loop calling
-  ``torch.compile(cell, fullgraph=True, dynamic=False)`` at every step.
+  ``torch.compile(cell, fullgraph=True, dynamic=False)`` at every step;
+* ``diagnostic`` (not with ``--quick``; B=16 T=1000): K=16 on a plugin LSTM that
+  takes no gradient for ``weight_hh`` (wrong gradients): what the step-by-step
+  weight gradient costs.
 
 Compile time is measured apart from the steady speed: for each k, a fresh process with
 an empty inductor cache (``TORCHINDUCTOR_CACHE_DIR`` a new temporary folder) times its
@@ -36,18 +39,33 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from bench_cells import INPUT, train_step
 from bench_common import Fn, interleaved, machine, median, speed_ratio
 from plugin_lstm import PluginLSTM
 from report import table
 from torch import Tensor, nn
 
+from rnnzoo.cell import State
 from rnnzoo.compiled_loop import CompiledLoop
 from rnnzoo.recurrence import Recurrence, step_loop
 
 HERE = Path(__file__).resolve().parent
 HIDDEN = 256
 CPU = torch.device("cpu")
+
+
+class NoRecurrentWeightGrad(PluginLSTM):
+    """A diagnostic, not an option: the plugin LSTM with no gradient for weight_hh
+    (its wrong gradients show what the step-by-step weight gradient costs)."""
+
+    def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        h, c = state
+        gates = x_t + F.linear(h, self.weight_hh.detach(), self.bias_hh)
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, (h, c)
 
 
 def engine(compile_steps: int | None) -> Recurrence:
@@ -74,6 +92,11 @@ def contenders(batch: int, steps: int, ks: list[int], cell_alone: bool) -> dict[
             return step_loop(compiled, v, state, None, False)[0]  # type: ignore[arg-type]
 
         fns["compiled cell"] = train_step(cell, per_step, x)
+        torch.manual_seed(0)
+        diagnostic = Recurrence(NoRecurrentWeightGrad, INPUT, HIDDEN, compiled=CompiledLoop(16))
+        fns["diagnostic: K=16, no weight_hh grad"] = train_step(
+            diagnostic, lambda v: diagnostic(v).outputs, x
+        )
     return fns
 
 

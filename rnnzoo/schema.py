@@ -53,8 +53,8 @@ class ModelConfig:
     # off: the first step compiles for 40 s to minutes (5 s once cached) for a gain
     # of about 10 % at batch 16, T=1000 and a loss at batch 64, T=100
     compile: bool = False
-    # steps per compiled block (the last T % K run eagerly): 16 and 32 were as fast at
-    # batch 16, T=1000 and 8 slower; 16 compiles faster and leaves fewer eager steps
+    # steps per compiled block (the last T % K run eagerly): at batch 16, T=1000, 32 was
+    # 2-3 % faster than 16 but compiles 1.5x as long, and 8 was slower
     compile_steps: int = 16
 
 
