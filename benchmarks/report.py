@@ -11,6 +11,7 @@ TARGETS = {
     "loop, and ahead of Lightning",
     "tbptt": "TBPTT k=100: peak memory at T=10,000 <= 1.2 x at T=1,000",
     "gradflow": "gradient-flow probes <= 5 % overhead at the default interval",
+    "compile": "the plugin LSTM with model.compile >= 0.9 x torch.nn at B=16, T=1000",
 }
 
 
@@ -109,6 +110,16 @@ def markdown(results: dict[str, Any]) -> str:
             f"Target: {TARGETS['gradflow']}.\n",
             table([results["gradflow"]]),
         ]
+    if "compile" in results:
+        compiled = results["compile"]
+        parts += [
+            "## model.compile (benchmarks/compile_loop.py)",
+            f"Target: {TARGETS['compile']}.\n",
+        ]
+        if "steady" in compiled:
+            parts += [table(compiled["steady"]), table(compiled["compile"])]
+        else:
+            parts.append(table([compiled]))
     parts.append(
         "Seconds per section: "
         + ", ".join(f"{k} {v:g}" for k, v in results.get("seconds", {}).items())

@@ -9,7 +9,9 @@ Sections: ``cells`` (built-in cells against torch.nn and a hand-written loop),
 ``plugin`` (a plugin cell through the generic step loop), ``train`` (``rnnzoo
 train`` against a hand-written training loop and Lightning, from
 benchmarks/overhead.py, one thread each), ``tbptt`` (peak memory of truncated
-BPTT) and ``gradflow`` (probe overhead, from benchmarks/gradflow_overhead.py).
+BPTT) and ``gradflow`` (probe overhead, from benchmarks/gradflow_overhead.py); and,
+only when asked for (``--only compile``: it compiles for minutes), ``compile``
+(``model.compile`` and its compile times, from benchmarks/compile_loop.py).
 Results go to ``benchmarks/results/<profile>.json`` and ``.md`` (``<profile>-variants``
 with ``--variants``), rewritten after every section. Timings are
 interleaved and reported as medians; compare ratios, not absolute numbers, on a
@@ -38,7 +40,9 @@ from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("cells", "plugin", "train", "tbptt", "gradflow")
+SECTIONS = ("cells", "plugin", "train", "tbptt", "gradflow", "compile")
+#: what runs without --only: compile spends minutes compiling, so it is asked for by name
+DEFAULT_SECTIONS = SECTIONS[:-1]
 GRID = {
     "quick": list(product([64], [100], [256])),
     "default": list(product([16, 64], [100], [128, 256, 512])) + [(16, 1000, 256)],
@@ -68,6 +72,19 @@ def gradflow_overhead(args: list[str], threads: int, log) -> dict[str, object]:
     return result
 
 
+def compile_loop(quick: bool, out: Path, log) -> dict[str, object]:
+    """benchmarks/compile_loop.py in its own process (one thread; it starts fresh
+    processes of its own for the compile times)."""
+    command = [sys.executable, str(HERE / "compile_loop.py"), "--out", str(out)]
+    done = subprocess.run(command + (["--quick"] if quick else []), check=False, text=True)
+    if done.returncode != 0:
+        return {"failed": f"benchmarks/compile_loop.py exited with {done.returncode}"}
+    stem = out / ("compile-quick" if quick else "compile")
+    result = json.loads(stem.with_suffix(".json").read_text())
+    log(f"compile: wrote {stem}.md")
+    return result
+
+
 def write(results: dict[str, object], stem: Path) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
@@ -79,7 +96,7 @@ def main() -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="one size per benchmark")
     size.add_argument("--full", action="store_true", help="the whole size grid")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS))
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument(
         "--variants",
@@ -128,6 +145,8 @@ def main() -> None:
             )
         elif section == "gradflow":
             results["gradflow"] = gradflow_overhead(gradflow_args, args.threads, log)
+        elif section == "compile":
+            results["compile"] = compile_loop(profile == "quick", args.out, log)
         timings[section] = round(time.perf_counter() - begin, 1)
         results["seconds"] = timings
         results["load_average_1min_end"] = machine()["load_average_1min"]

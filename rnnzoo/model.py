@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from rnnzoo.adapters import input_adapter
 from rnnzoo.cell import Cell, State
+from rnnzoo.compiled_loop import CompiledLoop
 from rnnzoo.errors import ConfigError
 from rnnzoo.head import Head
 from rnnzoo.recurrence import Recurrence
@@ -84,6 +85,8 @@ def build_model(
     head: str = "sequence",
     head_args: dict[str, Any] | None = None,
     fused: bool = True,
+    compile: bool = False,
+    compile_steps: int = 16,
     adapter: nn.Module | None = None,
     registry: Registry | None = None,
 ) -> RNNModel:
@@ -94,12 +97,19 @@ def build_model(
     cfg.model))`` (the keyword arguments are the fields of ``config.ModelConfig``).
     ``spec`` says what the task feeds in and expects back; ``adapter`` replaces the
     default input adapter (an embedding for tokens, features as they are or
-    projected to ``input_dim`` for real values).
+    projected to ``input_dim`` for real values). ``compile`` runs the cells that
+    take the step loop through blocks of ``compile_steps`` steps compiled by
+    ``torch.compile`` (see :mod:`rnnzoo.compiled_loop`).
     """
     reg = _registry(registry)
     for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
         if value < 1:
             raise ConfigError(f"'model.{name}' must be at least 1, got {value}.")
+    if compile_steps < 1:
+        raise ConfigError(
+            f"'model.compile_steps' must be at least 1, got {compile_steps}: it is the "
+            "number of time steps per compiled block (16 by default)."
+        )
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"'model.dropout' must be in [0, 1), got {dropout}.")
     head_component = reg.get("head", head)
@@ -136,6 +146,7 @@ def build_model(
         bidirectional=directions == 2,
         dropout=dropout,
         fused=fused,
+        compiled=CompiledLoop(compile_steps) if compile else None,
     )
     head_module = head_component.build(
         head_args or {},

@@ -11,6 +11,9 @@ from torch import Tensor, nn
 from rnnzoo.cell import Cell, State
 from rnnzoo.errors import DataError, PluginError, UsageError
 
+#: runs a cell over a whole sequence ``(cell, x, state, lengths)``, or returns None
+StepRunner = Callable[[Cell, Tensor, State, "Tensor | None"], "tuple[Tensor, State] | None"]
+
 
 @dataclass
 class RecurrenceOutput:
@@ -125,7 +128,10 @@ class Recurrence(nn.Module):
     Each layer and direction has its own cell, built by ``make_cell(input_size,
     hidden_size)``. A cell's :meth:`~rnnzoo.cell.Cell.forward_sequence` (the
     built-in cells' fused kernels) runs when ``fused`` is true and no per-step
-    states are requested; otherwise, and where it returns ``None``, :func:`step_loop`.
+    states are requested. Where it does not run or returns ``None``, ``compiled`` (a
+    :class:`rnnzoo.compiled_loop.CompiledLoop`, ``model.compile``) runs when given
+    and no per-step states are requested; otherwise, or where that returns ``None``,
+    :func:`step_loop`.
     """
 
     def __init__(
@@ -137,6 +143,7 @@ class Recurrence(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         fused: bool = True,
+        compiled: StepRunner | None = None,
     ) -> None:
         super().__init__()
         self.input_size = input_size
@@ -145,6 +152,7 @@ class Recurrence(nn.Module):
         self.directions = 2 if bidirectional else 1
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         self.fused = fused
+        self.compiled = compiled
         cells: list[Cell] = []
         size = input_size
         for _ in range(num_layers):
@@ -214,6 +222,8 @@ class Recurrence(nn.Module):
                 result = None
                 if self.fused and not return_states:
                     result = cell.forward_sequence(seq, state[index], lengths)
+                if result is None and self.compiled is not None and not return_states:
+                    result = self.compiled(cell, seq, state[index], lengths)
                 if result is None:
                     out, last, steps = step_loop(cell, seq, state[index], lengths, return_states)
                 else:

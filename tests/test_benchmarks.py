@@ -138,9 +138,15 @@ def test_tbptt_memory_benchmark() -> None:
             },
             "train": [{"contender": "hand", "x hand-written": 1.0}],
             "tbptt": tbptt,
+            "compile": {
+                "steady": [{"contender": "compile K=16", "x torch.nn": 0.6}],
+                "compile": [{"K": 16, "cold compile s": 40.0, "warm compile s": 4.5}],
+            },
         }
     )
     assert "## Training loop" in text and "## Truncated BPTT memory" in text
+    assert "## model.compile" in text and "| compile K=16 | 0.6 |" in text
+    assert "| 16 | 40 | 4.5 |" in text
 
 
 def test_probe_overhead_benchmark_runs_and_probes_do_not_change_training(

@@ -1,0 +1,270 @@
+"""``model.compile``: blocks of steps compiled by torch.compile against the eager step
+loop and nn.LSTM (outputs, final state, every gradient), with padding, stacked and
+bidirectional layers, truncated BPTT and carried state; one graph reused for every
+block; the eager fallback with one warning; the config keys end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from cli_run import rnnzoo
+from rnnzoo_example_plugin import ExampleLeakyCell
+from test_tbptt import trainer
+from torch import Tensor, fx, nn
+
+from rnnzoo.cell import Cell, State
+from rnnzoo.compiled_loop import CompiledLoop
+from rnnzoo.recurrence import Recurrence, step_loop
+from rnnzoo_plugins.activations import Tanh
+from rnnzoo_plugins.cells.gru import GRUCell
+from rnnzoo_plugins.cells.lstm import LSTMCell
+
+ROOT = Path(__file__).resolve().parents[1]
+TOL = {"atol": 1e-5, "rtol": 1e-5}
+CELLS = {
+    "lstm": lambda i, h: LSTMCell(i, h, Tanh()),
+    "gru": lambda i, h: GRUCell(i, h, Tanh()),
+    "example_leaky": lambda i, h: ExampleLeakyCell(i, h, Tanh()),  # without project_input
+}
+#: 13 steps in blocks of 4 (13 % 4 = 1 eager step): no padding; padding from step 5
+#: (the first block unmasked); a sequence of one step and one of none
+LENGTHS = {"full": None, "padded": [13, 9, 5, 7], "empty": [13, 9, 1, 0]}
+GRAPHS: list[fx.GraphModule] = []
+
+
+def counting(gm: fx.GraphModule, example_inputs: list[Tensor]):
+    """A torch.compile backend that runs the captured graph as it is and keeps it."""
+    GRAPHS.append(gm)
+    return gm.forward
+
+
+@pytest.fixture(autouse=True)
+def fresh_compiler():
+    """Each test compiles from scratch (no graphs or recompile counts of another)."""
+    torch.compiler.reset()
+    GRAPHS.clear()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.compiler.reset()
+
+
+def run(loop, cell: Cell, x: Tensor, lengths: Tensor | None):
+    """Outputs, final state and the gradients of a loss over both with respect to the
+    inputs, the initial state and the parameters."""
+    x = x.clone().requires_grad_(True)
+    state = tuple(
+        (
+            0.1
+            * torch.randn(x.shape[0], cell.hidden_size, generator=torch.Generator().manual_seed(k))
+        ).requires_grad_(True)
+        for k, _ in enumerate(cell.state_layout)
+    )
+    out, final = loop(cell, x, state, lengths)
+    weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+    loss = (out * weights).sum() + sum(f.pow(2).sum() for f in final)
+    return out, final, torch.autograd.grad(loss, [x, *state, *cell.parameters()])
+
+
+def assert_same(got, want) -> None:
+    for g, w in zip(got, want, strict=True):
+        if isinstance(g, Tensor):
+            torch.testing.assert_close(g, w, **TOL)
+        else:
+            assert_same(g, w)
+
+
+def eager(cell, x, state, lengths):
+    return step_loop(cell, x, state, lengths, False)[:2]
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("case", list(LENGTHS))
+def test_compiled_blocks_match_the_eager_loop(name: str, case: str) -> None:
+    torch.manual_seed(0)
+    cell = CELLS[name](5, 8)
+    x = torch.randn(4, 13, 5)
+    lengths = None if LENGTHS[case] is None else torch.tensor(LENGTHS[case])
+    compiled = CompiledLoop(4, "aot_eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to the eager loop
+        got = run(compiled, cell, x, lengths)
+    assert compiled.failure is None
+    assert_same(got, run(eager, cell, x, lengths))
+
+
+def test_one_graph_serves_every_block_whatever_the_length() -> None:
+    torch.manual_seed(0)
+    cell = LSTMCell(5, 8, Tanh())
+    compiled = CompiledLoop(4, counting)
+    for steps in (13, 41, 8):
+        out, _ = compiled(cell, torch.randn(3, steps, 5), cell.initial_state(3, "cpu"), None)
+        assert out.shape == (3, steps, 8)
+    assert len(GRAPHS) == 1
+    # 4 steps unrolled: 4 products with the previous state in the one graph
+    linears = [n for n in GRAPHS[0].graph.nodes if n.target is F.linear]
+    assert len(linears) == 4
+    # padding adds the masked block's graph, once
+    for steps in (13, 41):
+        x = torch.randn(3, steps, 5)
+        compiled(cell, x, cell.initial_state(3, "cpu"), torch.tensor([steps, 6, 5]))
+    assert len(GRAPHS) == 2
+
+
+def test_inductor_lstm_matches_nn_lstm() -> None:
+    """The real compiler (inductor, fused C++ kernels) on the built-in LSTM cell
+    through the step loop, 10 steps in blocks of 4, against nn.LSTM."""
+    torch.manual_seed(0)
+    reference = nn.LSTM(5, 8, batch_first=True)
+    engine = Recurrence(CELLS["lstm"], 5, 8, fused=False, compiled=CompiledLoop(4))
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(engine.cells[0], name).copy_(getattr(reference, f"{name}_l0"))
+    x = torch.randn(3, 10, 5, requires_grad=True)
+    weights = torch.randn(3, 10, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out = engine(x)
+        h, c = out.final_state[0]
+        ((out.outputs * weights).sum() + h.sum() + c.pow(2).sum()).backward()
+    grad_x, x.grad = x.grad, None
+    expected, (h_n, c_n) = reference(x)
+    ((expected * weights).sum() + h_n.sum() + c_n.pow(2).sum()).backward()
+    assert_same((out.outputs, h, c, grad_x), (expected, h_n[0], c_n[0], x.grad))
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        want = getattr(reference, f"{name}_l0").grad
+        torch.testing.assert_close(getattr(engine.cells[0], name).grad, want, **TOL)
+
+
+def test_stacked_bidirectional_with_padding_matches_the_eager_engine() -> None:
+    torch.manual_seed(0)
+    models = []
+    for compiled in (None, CompiledLoop(3, "aot_eager")):
+        torch.manual_seed(1)
+        models.append(Recurrence(CELLS["gru"], 5, 6, 2, True, fused=False, compiled=compiled))
+    x = torch.randn(4, 11, 5)
+    lengths = torch.tensor([11, 4, 8, 2])
+    results = []
+    for model in models:
+        out = model(x, lengths)
+        loss = out.outputs.sum() + sum(s.pow(2).sum() for st in out.final_state for s in st)
+        results.append(
+            (out.outputs, out.final_state, torch.autograd.grad(loss, list(model.parameters())))
+        )
+    assert_same(results[0], results[1])
+
+
+@pytest.mark.parametrize("task", ["adding", "echo_stream"])
+def test_truncated_bptt_and_carried_state_match_the_eager_loop(tmp_path, task: str) -> None:
+    """Windows of 5 steps (a compiled block of 2 twice and one eager step) and, for
+    the stream task, the state carried from one batch into the next."""
+    overrides = ("model.fused=false", "controllers.tbptt.k1=5")
+    plain = trainer(tmp_path, task, *overrides)
+    compiled = trainer(tmp_path, task, *overrides, "model.compile=true", "model.compile_steps=2")
+    assert compiled.model.recurrence.compiled.steps == 2
+    compiled.model.recurrence.compiled.backend = "aot_eager"
+    for step in range(2):
+        losses = [t.forward_backward(t.task.train_batch(step, 3)) for t in (plain, compiled)]
+        assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    for (name, want), got in zip(
+        plain.model.named_parameters(), compiled.model.parameters(), strict=True
+    ):
+        torch.testing.assert_close(got.grad, want.grad, **TOL, msg=name)
+    assert compiled.model.recurrence.compiled.failure is None
+
+
+class BranchyCell(Cell):
+    """A cell whose step takes a Python branch on a tensor's value."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__(input_size, hidden_size)
+        self.linear = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        h = torch.tanh(self.linear(torch.cat([x_t, state[0]], -1)))
+        if h.sum() > 0:  # data-dependent control flow: no single graph
+            h = -h
+        return h, (h,)
+
+
+def test_a_cell_that_cannot_compile_runs_eagerly_after_one_warning() -> None:
+    torch.manual_seed(0)
+    cell = BranchyCell(3, 4)
+    compiled = CompiledLoop(2, "aot_eager")
+    engine = Recurrence(lambda i, h: cell, 3, 4, compiled=compiled)
+    x = torch.randn(2, 5, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outputs = [engine(x).outputs for _ in range(2)]
+    ours = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(ours) == 1, [str(w.message) for w in caught]
+    message = str(ours[0].message)
+    assert f"cell BranchyCell ({BranchyCell.__module__}) cannot be compiled" in message
+    assert "eager step loop" in message and compiled.failure is not None
+    expected = step_loop(cell, x, cell.initial_state(2, x.device), None, False)[0]
+    for out in outputs:
+        torch.testing.assert_close(out, expected, **TOL)
+
+
+def test_a_recording_probe_gets_the_eager_loop() -> None:
+    """A probe recording the pre-activations sees every step, as in the eager loop."""
+    cell = LSTMCell(3, 4, Tanh())
+    cell.activation.recorded = []
+    engine = Recurrence(lambda i, h: cell, 3, 4, fused=False, compiled=CompiledLoop(2, counting))
+    engine(torch.randn(2, 5, 3))
+    assert len(cell.activation.recorded) == 2 * 5  # candidate and cell output, per step
+    assert GRAPHS == []
+
+
+def test_config_keys_are_checked() -> None:
+    adding = ROOT / "experiments" / "adding.yaml"
+    result = rnnzoo("train", adding, "model.compile_steps=0", "tracking.wandb_mode=disabled")
+    assert result.code == 2, result.output
+    assert "'model.compile_steps' must be at least 1, got 0" in result.err
+    assert "Traceback" not in result.err
+    result = rnnzoo("train", adding, "model.compile=maybe")
+    assert result.code == 2, result.output
+    assert "model.compile" in result.err and "Traceback" not in result.err
+
+
+def test_train_with_compile_end_to_end(tmp_path) -> None:
+    """`rnnzoo train ... model.compile=true` in its own process with an empty compiler
+    cache: the same losses as the eager loop, and inductor compiled something. Blocks
+    of 2 steps keep the two graphs (training, evaluation) quick to compile."""
+    cache = tmp_path / "inductor"
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    common = [
+        "-m", "rnnzoo", "train", str(ROOT / "experiments" / "adding.yaml"),
+        "model.fused=false", "model.hidden_size=8", "model.compile_steps=2", "task.length=5",
+        "task.val_size=16", "trainer.batch_size=8", "trainer.steps=3", "trainer.eval_every=3",
+        "trainer.log_every=1", "trainer.threads=1", "trainer.progress=false", "gradflow.every=0",
+        "tracking.wandb_mode=disabled",
+    ]  # fmt: skip
+    found = {}
+    for flag in ("false", "true"):
+        run_dir = tmp_path / flag
+        done = subprocess.run(
+            [sys.executable, *common, f"model.compile={flag}", "--run-dir", str(run_dir)],
+            capture_output=True, text=True, env=env, timeout=600, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "cannot be compiled" not in done.stderr
+        found[flag] = losses((run_dir / "metrics.jsonl").read_text())
+    assert any(cache.rglob("*")), "inductor compiled nothing"
+    assert len(found["true"]) >= 4  # three training steps and the evaluation
+    assert found["true"] == pytest.approx(found["false"], rel=1e-4)
+
+
+def losses(text: str) -> list[float]:
+    """Every loss (training and validation) in a metrics.jsonl, in order."""
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [v for r in rows for k, v in sorted(r.items()) if "loss" in k and isinstance(v, float)]
