@@ -9,7 +9,10 @@ Sections: ``cells`` (built-in cells against torch.nn and a hand-written loop),
 ``plugin`` (a plugin cell through the generic step loop), ``train`` (``rnnzoo
 train`` against a hand-written training loop and Lightning, from
 benchmarks/overhead.py, one thread each), ``tbptt`` (peak memory of truncated
-BPTT) and ``gradflow`` (probe overhead, from benchmarks/gradflow_overhead.py).
+BPTT), ``gradflow`` (probe overhead, from benchmarks/gradflow_overhead.py) and
+``threads`` (``trainer.threads=auto`` against fixed counts and torch's default, idle
+and with two busy background processes, from benchmarks/threads.py; about 8 minutes
+of the default run on 2 cores).
 Results go to ``benchmarks/results/<profile>.json`` and ``.md`` (``<profile>-variants``
 with ``--variants``), rewritten after every section. Timings are
 interleaved and reported as medians; compare ratios, not absolute numbers, on a
@@ -30,6 +33,7 @@ import bench_cells
 import bench_plugin_cell
 import bench_training
 import overhead
+import threads
 import torch
 from bench_common import devices, machine
 from report import markdown
@@ -38,7 +42,7 @@ from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("cells", "plugin", "train", "tbptt", "gradflow")
+SECTIONS = ("cells", "plugin", "train", "tbptt", "gradflow", "threads")
 GRID = {
     "quick": list(product([64], [100], [256])),
     "default": list(product([16, 64], [100], [128, 256, 512])) + [(16, 1000, 256)],
@@ -128,6 +132,10 @@ def main() -> None:
             )
         elif section == "gradflow":
             results["gradflow"] = gradflow_overhead(gradflow_args, args.threads, log)
+        elif section == "threads":
+            threads.stop_on_sigterm()  # its background processes stop with the benchmark
+            steps, runs = threads.PROFILES[profile]
+            results["threads"] = threads.measure(list(threads.CONDITIONS), steps, runs, [], log)
         timings[section] = round(time.perf_counter() - begin, 1)
         results["seconds"] = timings
         results["load_average_1min_end"] = machine()["load_average_1min"]
