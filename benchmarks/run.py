@@ -1,7 +1,7 @@
 """rnnzoo's speed and memory benchmarks against torch.nn and hand-written loops.
 
-    python benchmarks/run.py            # the default set, about 10 minutes on 2 cores
-    python benchmarks/run.py --quick    # one size per benchmark, about 3 minutes
+    python benchmarks/run.py            # the default set, about 22 minutes on 2 cores
+    python benchmarks/run.py --quick    # one size per benchmark, about 7 minutes
     python benchmarks/run.py --full     # the whole size grid (40 to 60 minutes)
     nox -s bench -- --quick
 
@@ -11,8 +11,8 @@ train`` against a hand-written training loop and Lightning, from
 benchmarks/overhead.py, one thread each), ``tbptt`` (peak memory of truncated
 BPTT), ``gradflow`` (probe overhead, from benchmarks/gradflow_overhead.py) and
 ``threads`` (``trainer.threads=auto`` against fixed counts and torch's default, idle
-and with two busy background processes, from benchmarks/threads.py; about 8 minutes
-of the default run on 2 cores).
+and with two busy background processes, from benchmarks/threads.py; about 12 minutes
+of the default run on 2 cores, most of it torch's default under load).
 Results go to ``benchmarks/results/<profile>.json`` and ``.md`` (``<profile>-variants``
 with ``--variants``), rewritten after every section. Timings are
 interleaved and reported as medians; compare ratios, not absolute numbers, on a

@@ -3,6 +3,8 @@
 machine as it is and with two busy background processes.
 
     python benchmarks/threads.py                # idle and loaded, 3 rounds of 300 steps
+                                                # (about 12 minutes on 2 cores, most of
+                                                # it torch's default under load)
     python benchmarks/threads.py --quick        # 2 rounds of 100 steps
     python benchmarks/threads.py --conditions idle --json benchmarks/results/threads.json
     python benchmarks/threads.py --steps 8 --rounds 1 task.length=6   # overrides last
@@ -222,8 +224,8 @@ def main() -> None:
     parser.add_argument(
         "--json",
         type=Path,
-        help="write the results here (and the tables beside it, .md); conditions "
-        "not measured in this run are kept from the file",
+        help="write the results here after each condition (and the tables beside it, "
+        ".md); conditions not measured in this run are kept from the file",
     )
     parser.add_argument("overrides", nargs="*", help="more rnnzoo overrides for every run")
     args = parser.parse_args()
@@ -235,18 +237,19 @@ def main() -> None:
     def log(line: str) -> None:
         print(f"[{time.perf_counter() - started:5.0f}s] {line}", flush=True)
 
-    previous = None
-    if args.json is not None and args.json.is_file():
-        previous = json.loads(args.json.read_text())
-    result = measure(args.conditions, steps, rounds, args.overrides, log, previous)
     from report import threads_markdown
 
-    text = threads_markdown(result)
-    print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-        args.json.with_suffix(".md").write_text(text)
+    result = None
+    if args.json is not None and args.json.is_file():
+        result = json.loads(args.json.read_text())
+    for name in args.conditions:  # the file is written after each condition
+        result = measure([name], steps, rounds, args.overrides, log, result)
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=1) + "\n")
+            args.json.with_suffix(".md").write_text(threads_markdown(result))
+    assert result is not None
+    print(threads_markdown(result))
 
 
 if __name__ == "__main__":
