@@ -12,7 +12,10 @@ TARGETS = {
     "tbptt": "TBPTT k=100: peak memory at T=10,000 <= 1.2 x at T=1,000",
     "gradflow": "gradient-flow probes <= 5 % overhead at the default interval",
     "compile": "the plugin LSTM with model.compile >= 0.9 x torch.nn at B=16, T=1000",
+    "threads": "trainer.threads=auto >= 0.9 x the best fixed thread count on the idle machine "
+    "and with two busy background processes, and >= 3 x torch's default under load",
 }
+CONDITIONS = {"idle": "idle", "loaded": "2 busy processes"}
 
 
 def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
@@ -52,6 +55,71 @@ def _by_contender(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def _contender(name: str, threads: str) -> str:
+    if name == "default":
+        return f"torch default ({threads} threads, OpenMP's default wait)"
+    return f"`trainer.threads={threads}`"
+
+
+def _load(condition: dict[str, Any]) -> str:
+    return f"{condition['load_start']['loadavg'][0]} → {condition['load_end']['loadavg'][0]}"
+
+
+def _chosen(runs: list[list[list[int]]]) -> str:
+    """Per run: the count it ended with (its last ``perf/threads``) and the step of
+    its first choice, where ``auto``'s first measurement ended."""
+    return ", ".join(f"{logged[-1][1]} (step {logged[0][0]})" if logged else "-" for logged in runs)
+
+
+def threads_table(result: dict[str, Any]) -> str:
+    """Condition by contender: median training time and ratios (benchmarks/threads.py)."""
+    rows = []
+    for name, c in result["conditions"].items():
+        for contender, v in c["contenders"].items():
+            rows.append(
+                {
+                    "condition": CONDITIONS[name],
+                    "load 1 min, start → end": _load(c),
+                    "contender": _contender(contender, c["threads"][contender]),
+                    "train s (median)": v["median_train_s"],
+                    "× best fixed": v["x_best_fixed"],
+                    "× default": v["x_default"],
+                    "auto: threads per run (decided at)": _chosen(v["perf/threads"])
+                    if contender == "auto"
+                    else None,
+                }
+            )
+    return table(rows)
+
+
+def threads_summary(result: dict[str, Any]) -> str:
+    """One row per condition, the ratio to the best fixed count per contender."""
+    rows = []
+    for name, c in result["conditions"].items():
+        row: dict[str, Any] = {"× best fixed thread count": CONDITIONS[name]}
+        for contender, v in c["contenders"].items():
+            threads = c["threads"][contender]
+            label = f"{threads} thread{'s' * (threads != '1')}"
+            label = {"auto": "auto", "default": "torch default"}.get(contender, label)
+            row[label] = v["x_best_fixed"]
+        row["auto × default"] = c["contenders"]["auto"]["x_default"]
+        rows.append(row)
+    return table(rows)
+
+
+def threads_markdown(result: dict[str, Any]) -> str:
+    """The threads benchmark's tables and the conditions they were measured in."""
+    lines = [f"## Threads on a shared machine\n\nTarget: {TARGETS['threads']}.\n"]
+    for name, c in result["conditions"].items():
+        lines.append(
+            f"- {CONDITIONS[name]}: {c['started']}, {c['rounds']} rounds of {c['steps']} steps, "
+            f"{c['cores']} cores; `uptime` at the start: {c['load_start']['uptime']}; "
+            f"at the end: {c['load_end']['uptime']}"
+        )
+    lines.append(f"\n{result['cpu']}, {result['cpu_count']} CPUs, Python {result['python']}.\n")
+    return "\n".join(lines) + "\n" + threads_table(result) + "\n" + threads_summary(result)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -120,6 +188,8 @@ def markdown(results: dict[str, Any]) -> str:
             parts += [table(compiled["steady"]), table(compiled["compile"])]
         else:
             parts.append(table([compiled]))
+    if "threads" in results:
+        parts.append(threads_markdown(results["threads"]))
     parts.append(
         "Seconds per section: "
         + ", ".join(f"{k} {v:g}" for k, v in results.get("seconds", {}).items())

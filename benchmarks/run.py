@@ -1,7 +1,7 @@
 """rnnzoo's speed and memory benchmarks against torch.nn and hand-written loops.
 
-    python benchmarks/run.py            # the default set, about 10 minutes on 2 cores
-    python benchmarks/run.py --quick    # one size per benchmark, about 3 minutes
+    python benchmarks/run.py            # the default set, about 22 minutes on 2 cores
+    python benchmarks/run.py --quick    # one size per benchmark, about 7 minutes
     python benchmarks/run.py --full     # the whole size grid (40 to 60 minutes)
     nox -s bench -- --quick
 
@@ -9,8 +9,11 @@ Sections: ``cells`` (built-in cells against torch.nn and a hand-written loop),
 ``plugin`` (a plugin cell through the generic step loop), ``train`` (``rnnzoo
 train`` against a hand-written training loop and Lightning, from
 benchmarks/overhead.py, one thread each), ``tbptt`` (peak memory of truncated
-BPTT) and ``gradflow`` (probe overhead, from benchmarks/gradflow_overhead.py); and,
-only when asked for (``--only compile``: it compiles for minutes), ``compile``
+BPTT), ``gradflow`` (probe overhead, from benchmarks/gradflow_overhead.py) and
+``threads`` (``trainer.threads=auto`` against fixed counts and torch's default, idle
+and with two busy background processes, from benchmarks/threads.py; about 12 minutes
+of the default run on 2 cores, most of it torch's default under load); and, only
+when asked for (``--only compile``: it compiles for minutes), ``compile``
 (``model.compile`` and its compile times, from benchmarks/compile_loop.py).
 Results go to ``benchmarks/results/<profile>.json`` and ``.md`` (``<profile>-variants``
 with ``--variants``), rewritten after every section. Timings are
@@ -32,6 +35,7 @@ import bench_cells
 import bench_plugin_cell
 import bench_training
 import overhead
+import threads
 import torch
 from bench_common import devices, machine
 from report import markdown
@@ -40,7 +44,7 @@ from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("cells", "plugin", "train", "tbptt", "gradflow", "compile")
+SECTIONS = ("cells", "plugin", "train", "tbptt", "gradflow", "threads", "compile")
 #: what runs without --only: compile spends minutes compiling, so it is asked for by name
 DEFAULT_SECTIONS = SECTIONS[:-1]
 GRID = {
@@ -147,6 +151,10 @@ def main() -> None:
             results["gradflow"] = gradflow_overhead(gradflow_args, args.threads, log)
         elif section == "compile":
             results["compile"] = compile_loop(profile == "quick", args.out, log)
+        elif section == "threads":
+            threads.stop_on_sigterm()  # its background processes stop with the benchmark
+            steps, runs = threads.PROFILES[profile]
+            results["threads"] = threads.measure(list(threads.CONDITIONS), steps, runs, [], log)
         timings[section] = round(time.perf_counter() - begin, 1)
         results["seconds"] = timings
         results["load_average_1min_end"] = machine()["load_average_1min"]

@@ -212,3 +212,37 @@ def test_step_parts_times_each_part_before_and_now(tmp_path: Path) -> None:
     ]  # fmt: skip
     for r in rows:
         assert r["before µs"] > 0 and r["now µs"] > 0
+
+
+def test_threads_benchmark_runs_every_contender_and_stops_its_background(
+    tmp_path: Path,
+) -> None:
+    """benchmarks/threads.py at a toy size: every contender trains in each condition,
+    the loaded one had two background processes, and they are gone afterwards."""
+    out = tmp_path / "threads.json"
+    command = [sys.executable, str(BENCHMARKS / "threads.py"), "--steps", "6", "--rounds", "1"]
+    command += ["--json", str(out), "task.length=6", "task.val_size=32", "model.hidden_size=8"]
+    done = subprocess.run(
+        [*command, "trainer.batch_size=8"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert list(result["conditions"]) == ["idle", "loaded"]
+    for name, condition in result["conditions"].items():
+        cores = condition["cores"]
+        fixed = ["threads=1"] + ([f"threads={cores}"] if cores > 1 else [])
+        assert list(condition["contenders"]) == ["auto", *fixed, "default"]
+        assert condition["threads"]["auto"] == "auto"
+        for contender in condition["contenders"].values():
+            assert len(contender["train_s"]) == 1 and contender["train_s"][0] > 0
+            assert contender["x_best_fixed"] > 0 and contender["x_default"] > 0
+        assert condition["contenders"]["default"]["x_default"] == 1.0
+        # a pinned count is logged once, at the start of its run
+        assert [t for _, t in condition["contenders"]["threads=1"]["perf/threads"][0]] == [1]
+        assert len(condition["background_pids"]) == (2 if name == "loaded" else 0)
+        assert len(condition["load_start"]["loadavg"]) == 3 and condition["load_end"]["uptime"]
+        for pid in condition["background_pids"]:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    table = out.with_suffix(".md").read_text()
+    assert "| 2 busy processes |" in table and "| `trainer.threads=auto` |" in table
