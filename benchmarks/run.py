@@ -11,8 +11,8 @@ train`` against a hand-written training loop and Lightning, from
 benchmarks/overhead.py, one thread each), ``tbptt`` (peak memory of truncated
 BPTT), ``gradflow`` (probe overhead, from benchmarks/gradflow_overhead.py) and
 ``threads`` (``trainer.threads=auto`` against fixed counts and torch's default, idle
-and with two busy background processes, from benchmarks/threads.py; about 12 minutes
-of the default run on 2 cores, most of it torch's default under load); and, only
+and with two busy background processes, from benchmarks/threads.py; about 5 minutes
+of the default run on 2 otherwise idle cores, far longer on a busy machine); and, only
 when asked for (``--only compile``: it compiles for minutes), ``compile``
 (``model.compile`` and its compile times, from benchmarks/compile_loop.py).
 Results go to ``benchmarks/results/<profile>.json`` and ``.md`` (``<profile>-variants``

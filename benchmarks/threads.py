@@ -3,8 +3,8 @@
 machine as it is and with two busy background processes.
 
     python benchmarks/threads.py                # idle and loaded, 3 rounds of 300 steps
-                                                # (about 12 minutes on 2 cores, most of
-                                                # it torch's default under load)
+                                                # (about 5 minutes on 2 otherwise idle
+                                                # cores; far longer on a busy machine)
     python benchmarks/threads.py --quick        # 2 rounds of 100 steps
     python benchmarks/threads.py --conditions idle --json benchmarks/results/threads.json
     python benchmarks/threads.py --steps 8 --rounds 1 task.length=6   # overrides last

@@ -1,9 +1,9 @@
 """W&B calls on a thread of their own.
 
 Logging a table, an image or an artifact runs milliseconds to tens of
-milliseconds of W&B's own Python (a gradient-flow probe's table: about 16 ms, a
-scalar row about 1 ms on a 2-core CPU; ``benchmarks/step_parts.py``). On the training thread that time is added to every probe
-and logging step; on this thread it overlaps the next steps' kernels, during
+milliseconds of W&B's own Python (a gradient-flow probe's table: about 17 ms, a
+scalar row 1 to 4 ms on a 2-core CPU; ``benchmarks/step_parts.py``). On the
+training thread that time is added to every probe and logging step; on this thread it overlaps the next steps' kernels, during
 which the training thread does not need the interpreter.
 
 Calls run one at a time in the order they were sent, so W&B sees the same
