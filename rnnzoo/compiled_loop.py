@@ -26,7 +26,7 @@ from torch import Tensor
 
 from rnnzoo.activation import Activation
 from rnnzoo.cell import Cell, State
-from rnnzoo.recurrence import check_step, step_mask
+from rnnzoo.recurrence import check_step, padded_step, step_mask
 
 Block = Callable[[Cell, Tensor, State, "Tensor | None"], tuple[Tensor, State]]
 
@@ -44,11 +44,7 @@ def run_steps(
     for t, x_t in enumerate(inputs.unbind(0)):
         output, new_state = cell(x_t, state)
         if real is not None:
-            real_t = real[t]
-            new_state = tuple(
-                torch.where(real_t, n, s) for n, s in zip(new_state, state, strict=True)
-            )
-            output = output.masked_fill(~real_t, 0.0)
+            output, new_state = padded_step(real[t], output, new_state, state)
         state = new_state
         outputs.append(output)
     return torch.stack(outputs, 1), state

@@ -72,17 +72,22 @@ def step_loop(
         output, new_state = cell(x_t, state)
         if t == 0:
             check_step(cell, output, new_state, state)
-        if t >= real_until:  # some sequences have ended: keep their state, output zeros
-            real = real_steps[t]
-            new_state = tuple(
-                torch.where(real, n, s) for n, s in zip(new_state, state, strict=True)
-            )
-            output = output.masked_fill(~real, 0.0)
+        if t >= real_until:  # some sequences have ended
+            output, new_state = padded_step(real_steps[t], output, new_state, state)
         state = new_state
         outputs.append(output)
         if record:
             recorded.append(state)
     return torch.stack(outputs, 1), state, recorded
+
+
+def padded_step(
+    real: Tensor, output: Tensor, new_state: State, state: State
+) -> tuple[Tensor, State]:
+    """A step's output and new state where the sequences at which ``real``
+    (``[B, 1]`` booleans) is false have ended: they keep ``state`` and output zeros."""
+    kept = tuple(torch.where(real, n, s) for n, s in zip(new_state, state, strict=True))
+    return output.masked_fill(~real, 0.0), kept
 
 
 def check_step(cell: Cell, output: object, new_state: object, state: State) -> None:
