@@ -120,9 +120,12 @@ def test_one_graph_serves_every_block_whatever_the_length() -> None:
     assert len(GRAPHS) == 2
 
 
-def test_inductor_lstm_matches_nn_lstm() -> None:
+def test_inductor_lstm_matches_nn_lstm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real compiler (inductor, fused C++ kernels) on the built-in LSTM cell
-    through the step loop, 10 steps in blocks of 4, against nn.LSTM."""
+    through the step loop, 10 steps in blocks of 4, against nn.LSTM. Its own
+    compiler cache: torch 2.13 reuses a kernel cached under another
+    ATEN_CPU_CAPABILITY, which then computes garbage."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     torch.manual_seed(0)
     reference = nn.LSTM(5, 8, batch_first=True)
     engine = Recurrence(CELLS["lstm"], 5, 8, fused=False, compiled=CompiledLoop(4))
