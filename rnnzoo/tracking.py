@@ -190,9 +190,7 @@ class Tracker:
         """PNG files already in the run folder, shown as W&B images. W&B reads a
         file when it logs it and the figures redraw theirs: logged at once, after
         the calls still waiting."""
-        if self.wandb_run is not None and self._sender is not None:
-            self._sender.wait()
-            self._check_sender()
+        self.flush()
         if self.wandb_run is not None:
             try:
                 import wandb
