@@ -85,6 +85,7 @@ def threads_table(result: dict[str, Any]) -> str:
                     "contender": _contender(contender, c["threads"][contender]),
                     "train s (median)": v["median_train_s"],
                     "× best fixed": v["x_best_fixed"],
+                    "× each round's best": v.get("x_round_best"),
                     "× default": v["x_default"],
                     "auto: threads per run (decided at)": _chosen(v["perf/threads"])
                     if contender == "auto"
@@ -104,6 +105,8 @@ def threads_summary(result: dict[str, Any]) -> str:
             label = f"{threads} thread{'s' * (threads != '1')}"
             label = {"auto": "auto", "default": "torch default"}.get(contender, label)
             row[label] = v["x_best_fixed"]
+        row["best fixed"] = c.get("best_fixed")
+        row["auto × each round's best"] = c["contenders"]["auto"].get("x_round_best")
         row["auto × default"] = c["contenders"]["auto"]["x_default"]
         rows.append(row)
     return table(rows)

@@ -86,8 +86,8 @@ def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
         auto.skipped = 0
         chosen = auto.chooser.record(seconds)
         if chosen is not None:
-            medians = auto.chooser.medians()
-            gain = max(medians.values()) / medians[chosen] if chosen in medians else 1.0
+            means = auto.chooser.means()
+            gain = max(means.values()) / means[chosen] if chosen in means else 1.0
             run.log({"perf/threads": chosen, "perf/threads_gain": round(gain, 3)})
         threads.set_threads(auto.chooser.threads())
     auto.last = time.perf_counter()

@@ -107,12 +107,15 @@ class ThreadChooser:
     :meth:`record` with that step's time. A measurement runs ``rounds`` rounds;
     in each, every option runs ``settle`` steps that are not timed (the switch and
     its first step) and then ``per_block`` timed steps, the order rotating from
-    round to round. A measurement ends early once, after a full round, one option's
-    median time is ``decisive`` times another's, or as soon as two steps at an
-    option both took that long: there is no point in running many steps at a
-    setting three times slower. Options within ``tolerance`` of the
-    fastest count as just as fast, and then the fewest threads win (they leave
-    cores to other work and vary less).
+    round to round. Options are compared by their mean step time, the time the
+    whole run would take at each: on a busy machine the typical (median) step
+    at one thread can be the faster while every few steps wait for a core, so
+    that the run is slower. A measurement ends early once, after a full round,
+    one option's mean is ``decisive`` times another's, or as soon as two steps at
+    an option both took that long: there is no point in running many steps at a
+    setting three times slower. Options within ``tolerance`` of the fastest
+    count as just as fast, and then the fewest threads win (they leave cores to
+    other work and vary less).
     """
 
     options: tuple[int, ...]
@@ -173,10 +176,10 @@ class ThreadChooser:
         return None
 
     def _far_slower(self, threads: int) -> bool:
-        """Two steps at ``threads`` both took ``decisive`` times the median of an
+        """Two steps at ``threads`` both took ``decisive`` times the mean of an
         option already measured: stop trying it (one slow step may be a hiccup)."""
         own = self.samples[threads]
-        others = [statistics.median(s) for n, s in self.samples.items() if n != threads and s]
+        others = [statistics.fmean(s) for n, s in self.samples.items() if n != threads and s]
         return len(own) >= 2 and bool(others) and min(own) >= self.decisive * min(others)
 
     def _round_done(self) -> bool:
@@ -184,17 +187,18 @@ class ThreadChooser:
         return len(counts) == 1 and counts != {0} and next(iter(counts)) % self.per_block == 0
 
     def _decided(self) -> bool:
-        medians = self.medians()
-        return max(medians.values()) >= self.decisive * min(medians.values())
+        means = self.means()
+        return max(means.values()) >= self.decisive * min(means.values())
 
-    def medians(self) -> dict[int, float]:
-        return {n: statistics.median(s) for n, s in self.samples.items() if s}
+    def means(self) -> dict[int, float]:
+        """The mean timed step of each option measured so far."""
+        return {n: statistics.fmean(s) for n, s in self.samples.items() if s}
 
     def best(self) -> int:
-        """The fewest threads whose median step time is within ``tolerance`` of the
+        """The fewest threads whose mean step time is within ``tolerance`` of the
         fastest (the current count when nothing was timed)."""
-        medians = self.medians()
-        if not medians:
+        means = self.means()
+        if not means:
             return self.threads()
-        fastest = min(medians.values())
-        return min(n for n, t in medians.items() if t <= fastest * (1 + self.tolerance))
+        fastest = min(means.values())
+        return min(n for n, t in means.items() if t <= fastest * (1 + self.tolerance))

@@ -237,6 +237,13 @@ def test_threads_benchmark_runs_every_contender_and_stops_its_background(
             assert len(contender["train_s"]) == 1 and contender["train_s"][0] > 0
             assert contender["x_best_fixed"] > 0 and contender["x_default"] > 0
         assert condition["contenders"]["default"]["x_default"] == 1.0
+        # the best fixed count is the fixed count with the smallest median time, and
+        # its own ratio is 1; against each round's faster count none is above 1
+        best = condition["best_fixed"]
+        medians = {n: condition["contenders"][n]["median_train_s"] for n in fixed}
+        assert medians[best] == min(medians.values())
+        assert condition["contenders"][best]["x_best_fixed"] == 1.0
+        assert all(condition["contenders"][n]["x_round_best"] <= 1.0 for n in fixed)
         # a pinned count is logged once, at the start of its run
         assert [t for _, t in condition["contenders"]["threads=1"]["perf/threads"][0]] == [1]
         assert len(condition["background_pids"]) == (2 if name == "loaded" else 0)
