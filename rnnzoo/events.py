@@ -66,8 +66,15 @@ class TrainingRun(Protocol):
         rows: Sequence[Sequence[Any]],
         *,
         line: tuple[str, str, str] | None = None,
+        share: float | None = None,
     ) -> None:
         """``rows`` (one value per column each) as a W&B table ``key`` at the current
         step; ``line=(x, y, series)`` adds a line chart ``{key}_plot`` of column
         ``y`` against column ``x``, one line per value of column ``series``. A row
-        of the wrong length raises ``ValueError``."""
+        of the wrong length raises ``ValueError``.
+
+        ``share`` (e.g. 0.01) keeps the time W&B spends on the key's tables within
+        that share of the run's time, for tables logged often: rows that would
+        exceed it go out with the key's next table, or when the run ends, so a
+        table may hold the rows of several calls (give the rows a step column);
+        the chart shows the newest call's rows. None sends every call at once."""

@@ -79,8 +79,11 @@ class GradflowFigures:
 
     Drawing costs far more than probing, so a probe is drawn only when the time
     spent drawing, this drawing included (estimated by the previous one, at first
-    by ``first_cost`` seconds), stays within ``share`` of the wall time since this
-    object was made; :meth:`finish` draws the latest probe at the end of training.
+    by ``first_cost`` seconds), stays within ``share`` of the training thread's
+    time since this object was made; :meth:`finish` draws the latest probe at the
+    end of training. Times are the thread's CPU time (``time.thread_time``), not
+    the wall clock, so that a run waiting for a busy machine's cores does not earn
+    drawing time by waiting.
     ``rows`` and ``steps`` are the heatmap's data.
     """
 
@@ -93,7 +96,7 @@ class GradflowFigures:
         self._drawn = True
         self._spent = 0.0
         self._cost = first_cost
-        self._start = time.perf_counter()
+        self._start = time.thread_time()
 
     def add(self, step: int, result: GradflowResult) -> dict[str, Path]:
         """Record one probe; redraw when the budget allows. Returns ``{W&B key:
@@ -101,7 +104,7 @@ class GradflowFigures:
         self.rows.append(list(result.per_step["layer0/dir0"]))
         self.steps.append(step)
         self._latest, self._drawn = result, False
-        budget = self.share * (time.perf_counter() - self._start)
+        budget = self.share * (time.thread_time() - self._start)
         if self._spent + self._cost <= budget:
             return self.draw()
         return {}
@@ -113,12 +116,12 @@ class GradflowFigures:
     def draw(self) -> dict[str, Path]:
         if self._latest is None:
             return {}
-        started = time.perf_counter()
+        started = time.thread_time()
         images = {
             LINE_KEY: line_plot(self.folder / "grad_h.png", self._latest, self.steps[-1]),
             HEATMAP_KEY: heatmap(self.folder / "heatmap.png", self.rows, self.steps),
         }
-        self._cost = time.perf_counter() - started
+        self._cost = time.thread_time() - started
         self._spent += self._cost
         self._drawn = True
         return images

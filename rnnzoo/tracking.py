@@ -16,6 +16,7 @@ from rnnzoo import wandb_offline, wandb_support
 from rnnzoo.errors import RnnzooError, UsageError
 from rnnzoo.files import json_safe, write_json
 from rnnzoo.wandb_sender import Sender
+from rnnzoo.wandb_tables import Tables
 
 #: what a run id may hold: it names the run folder and W&B's run, artifacts and files
 RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
@@ -94,6 +95,7 @@ class Tracker:
             ) from exc
         self.wandb_run: Any = None
         self._sender: Sender | None = None
+        self._tables = Tables()
         mode = wandb_support.choose_mode(wandb_mode)
         if mode != "disabled":
             init = dict(project=project, name=name, group=group, tags=tags, entity=entity)
@@ -207,11 +209,14 @@ class Tracker:
         columns: Sequence[str],
         rows: Sequence[Sequence[Any]],
         line: tuple[str, str, str] | None = None,
+        share: float | None = None,
     ) -> None:
         """``rows`` as a W&B table under ``key`` (non-finite numbers left empty);
         with ``line=(x, y, series)`` also a line chart ``{key}_plot`` of column
-        ``y`` against column ``x``, one line per value of column ``series``. W&B
-        only: without W&B nothing is written (keep your own file of the numbers)."""
+        ``y`` against column ``x``, one line per value of column ``series``; with
+        ``share``, W&B's time on the key's tables kept within that share of the
+        run's time, rows waiting for a later table (:mod:`rnnzoo.wandb_tables`).
+        W&B only: without W&B nothing is written (keep your own file of the numbers)."""
         columns = list(columns)  # a plugin's mistake is its own error, not W&B's
         for row in rows:
             if len(row) != len(columns):
@@ -223,17 +228,9 @@ class Tracker:
             raise ValueError(f"log_table({key!r}): line={line} names columns not in {columns}.")
         if self.wandb_run is None:
             return
-        run, data = self.wandb_run, [[wandb_support.cell(v) for v in row] for row in rows]
-
-        def send() -> None:
-            import wandb
-
-            media: dict[str, Any] = {key: wandb.Table(columns=list[Any](columns), data=data)}
-            if line is not None:
-                media[f"{key}_plot"] = wandb_support.line_chart(columns, data, *line)
-            run.log({**media, "trainer/step": step})
-
-        self._later(send)
+        data = [[wandb_support.cell(v) for v in row] for row in rows]
+        for call in self._tables.add(self.wandb_run, step, key, columns, data, line, share):
+            self._later(call)
 
     def log_checkpoint(self, path: Path, aliases: list[str], *, step: int | None = None) -> None:
         """Log the checkpoint file ``path`` as a new version of the W&B model
@@ -280,6 +277,9 @@ class Tracker:
         written it out, so the run folder is complete when training returns.
         Offline, a resumed run's new folder then joins the run's first one."""
         self._jsonl.close()
+        if self.wandb_run is not None:  # the rows of tables still waiting
+            for call in self._tables.rest(self.wandb_run, self._last_step):
+                self._later(call)
         if self._sender is not None:
             self._sender.close()
             self._check_sender()

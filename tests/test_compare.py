@@ -24,7 +24,7 @@ import pytest
 import yaml
 from cli_run import rnnzoo
 from jsonl import read_jsonl
-from wandb_records import read_run, run_files, tables
+from wandb_records import read_run, rows_by_step, run_files, tables
 
 from rnnzoo.compare import Run, budgets, configurations
 from rnnzoo_plugins.gradflow_probes import COLUMNS, TABLE
@@ -190,8 +190,9 @@ def test_compare_writes_numbers_checkable_from_the_run_folders(grid) -> None:
 
 def test_each_run_logged_its_gradient_flow_tables_to_wandb(grid) -> None:
     """Each run's offline W&B log (in its run folder) carries the run's id, group and
-    variant, the main metric's summary of summary.json, and at every probe the table
-    gradflow/curves whose rows hold the numbers of gradflow.jsonl."""
+    variant, the main metric's summary of summary.json, and, for every probe, rows of
+    the table gradflow/curves that hold the numbers of gradflow.jsonl (a table may
+    hold several probes' rows, each row naming its probe's step)."""
     group, _ = grid
     for name in NAMES:
         run = group / name
@@ -204,18 +205,17 @@ def test_each_run_logged_its_gradient_flow_tables_to_wandb(grid) -> None:
         assert wb.summary["val/mse"]["min"] == pytest.approx(summary["best/val/mse"], rel=1e-12)
         cell = wb.config["model.cell"]
         probes = {r["step"]: r for r in read_jsonl(run / "gradflow.jsonl")}
-        logged = tables(log, TABLE)
+        assert {t["columns"] == list(COLUMNS) for t in tables(log, TABLE).values()} == {True}
+        logged = rows_by_step(log, TABLE)
         assert sorted(logged) == sorted(probes) == [3, 6]
-        for step, table in logged.items():
-            assert table["columns"] == list(COLUMNS)
-            rows = [dict(zip(COLUMNS, row, strict=True)) for row in table["data"]]
+        for step, rows in logged.items():
             record, T = probes[step], probes[step]["loss_step"]
             assert {(r["step"], r["cell"], r["layer"], r["direction"]) for r in rows} == {
                 (step, cell, 0, 0)
             }
             assert {r["curve"] for r in rows} == set(record["grad_h"]) == {"layer0/dir0"}
             rows.sort(key=lambda r: r["t"])
-            assert [r["t"] for r in rows] == list(range(8))
+            assert [r["t"] for r in rows] == list(range(8))  # each row once
             assert [r["grad_h"] for r in rows] == record["grad_h"]["layer0/dir0"]
             assert [r["distance"] for r in rows] == [T - t if t <= T else None for t in range(8)]
             last = [r["grad_h_last_loss"] for r in rows if r["t"] <= T]

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from jsonl import read_jsonl
-from wandb_records import read_run, run_files, tables
+from wandb_records import read_run, rows_by_step, run_files, tables
 
 from rnnzoo import config
 from rnnzoo.plugins import plugin_manager
@@ -55,8 +55,9 @@ def tracker(run_dir: Path, run_id: str, **options) -> Tracker:
 
 
 def test_gradient_flow_curves_are_a_wandb_table_and_chart(tmp_path):
-    """Every probe logs the table gradflow/curves: one row per layer, direction
-    and time step, with the values of gradflow.jsonl; and its line chart."""
+    """Every probe's curves reach the table gradflow/curves: one row per layer,
+    direction and time step, with the values of gradflow.jsonl, each row once (a
+    table may hold several probes' rows); and the line chart of the newest."""
     run = tmp_path / "run"
     overrides = [*QUIET, "model.cell=gru", "model.num_layers=2", "model.bidirectional=true"]
     overrides += ["task.length=7", "task.val_size=8", "model.hidden_size=4", "trainer.steps=4"]
@@ -65,17 +66,17 @@ def test_gradient_flow_curves_are_a_wandb_table_and_chart(tmp_path):
 
     (log,) = run_files(run)
     probes = {r["step"]: r for r in read_jsonl(run / "gradflow.jsonl")}
-    logged = tables(log, TABLE)
+    assert {t["columns"] == list(COLUMNS) for t in tables(log, TABLE).values()} == {True}
+    logged = rows_by_step(log, TABLE)
     assert sorted(logged) == sorted(probes) == [2, 4]
-    for step, table in logged.items():
+    for step, rows in logged.items():
         record = probes[step]
         T = record["loss_step"]
-        assert table["columns"] == list(COLUMNS)
-        rows = [dict(zip(COLUMNS, row, strict=True)) for row in table["data"]]
         curves = {"layer0/dir0", "layer0/dir1", "layer1/dir0", "layer1/dir1"}
         assert {r["curve"] for r in rows} == curves == set(record["grad_h"])
         for curve in curves:
             mine = sorted((r for r in rows if r["curve"] == curve), key=lambda r: r["t"])
+            assert [r["t"] for r in mine] == list(range(7))  # each row once
             assert [r["grad_h"] for r in mine] == record["grad_h"][curve]
             assert {(r["step"], r["cell"]) for r in mine} == {(step, "gru")}
             assert {(r["layer"], r["direction"]) for r in mine} == {(int(curve[5]), int(curve[-1]))}
@@ -83,9 +84,10 @@ def test_gradient_flow_curves_are_a_wandb_table_and_chart(tmp_path):
             last = [r["grad_h_last_loss"] for r in mine if r["t"] <= T]
             assert last == record["grad_h_last_loss"].get(curve, [None] * (T + 1))
 
-    # the line chart: ||dL_T/dh_t|| against the distance, one line per forward curve
+    # the line chart, beside each table: ||dL_T/dh_t|| against the distance, one line
+    # per forward curve, of the newest probe in the table (the last: step 4)
     charts = tables(log, f"{TABLE}_plot_table")
-    assert sorted(charts) == [2, 4]
+    assert sorted(charts) == sorted(tables(log, TABLE)) and max(charts) == 4
     points = [dict(zip(charts[4]["columns"], row, strict=True)) for row in charts[4]["data"]]
     assert {p["lineKey"] for p in points} == {"layer0/dir0", "layer1/dir0"}
     for p in points:
@@ -94,6 +96,41 @@ def test_gradient_flow_curves_are_a_wandb_table_and_chart(tmp_path):
     assert panel["panel_config"]["panelDefId"] == "wandb/lineseries/v0"
     # the images stay
     assert any("gradflow/heatmap/_type" in h for h in read_run(log).history)
+
+
+def test_tables_within_a_share_wait_and_go_out_together_at_the_end(tmp_path):
+    """log_table with a share: the first table goes at once; once W&B's time on
+    the key exceeds the share, rows wait for a later table and the run's end sends
+    them, at the last step logged; the chart shows the newest call's rows. Rows
+    under other columns go first as their own table; no share: every call sent."""
+    t = tracker(tmp_path, "shares")
+    columns, line = ["step", "x", "y"], ("x", "y", "step")
+    for step in (1, 2, 3):
+        t.log(step, {"loss": 1.0 / step})
+        t.log_table(step, "curves", columns, [[step, 0, step], [step, 1, 2 * step]], line, 1e-9)
+    for step in (1, 2):
+        t.log_table(step, "every", ["a"], [[step]])
+    t.log_table(3, "changed", ["a"], [[1]], share=1e-9)  # first: sent at once
+    t.log_table(3, "changed", ["a"], [[2]], share=1e-9)  # waits ...
+    t.log_table(3, "changed", ["a", "b"], [[3, 4]], share=1e-9)  # ... goes first
+    t.log(5, {"loss": 0.1})
+    t.close()
+    (log,) = run_files(tmp_path)
+    sent = tables(log, "curves")
+    assert sorted(sent) == [1, 5]
+    assert sent[1]["data"] == [[1, 0, 1], [1, 1, 2]]
+    assert sent[5]["data"] == [[2, 0, 2], [2, 1, 4], [3, 0, 3], [3, 1, 6]]
+    chart = tables(log, "curves_plot_table")[5]
+    points = {tuple(row) for row in chart["data"]}
+    assert chart["columns"] == ["step", "lineKey", "lineVal"]  # W&B's names: x, series, y
+    assert points == {(0, "3", 3), (1, "3", 6)}  # the rows of step 3 alone
+    assert {k: v["data"] for k, v in tables(log, "every").items()} == {1: [[1]], 2: [[2]]}
+    changed = [r for r in read_run(log).history if r.get("changed/_type") == "table-file"]
+    assert len(changed) == 3
+    data = [json.loads((log.parent / "files" / r["changed/path"]).read_text()) for r in changed]
+    assert [(d["columns"], d["data"]) for d in data] == [
+        (["a"], [[1]]), (["a"], [[2]]), (["a", "b"], [[3, 4]])
+    ]  # fmt: skip
 
 
 def test_a_table_needs_rows_of_its_columns_and_nothing_goes_without_wandb(tmp_path, monkeypatch):

@@ -147,3 +147,15 @@ def run_files(run_dir: Path) -> list[Path]:
     """The offline run files under ``run_dir/wandb``, oldest first: by folder, and in
     a folder that holds a resumed run's parts, first part first."""
     return [log for f in sorted((run_dir / "wandb").glob("offline-run-*")) for log in parts(f)]
+
+
+def rows_by_step(path: Path, key: str) -> dict[int, list[dict[str, Any]]]:
+    """Every row of every W&B table ``key`` in ``path`` as ``{column: value}``,
+    grouped by the rows' own ``step`` column: a table logged within a share of the
+    run's time may hold the rows of several steps (:mod:`rnnzoo.wandb_tables`)."""
+    found: dict[int, list[dict[str, Any]]] = {}
+    for table in tables(path, key).values():
+        for values in table["data"]:
+            row = dict(zip(table["columns"], values, strict=True))
+            found.setdefault(int(row["step"]), []).append(row)
+    return found

@@ -66,6 +66,7 @@ class RunView:
         rows: Sequence[Sequence[Any]],
         *,
         line: tuple[str, str, str] | None = None,
+        share: float | None = None,
     ) -> None:
         if self._trainer.tracker is not None:
-            self._trainer.tracker.log_table(self.step, key, columns, rows, line)
+            self._trainer.tracker.log_table(self.step, key, columns, rows, line, share)
