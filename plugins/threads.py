@@ -9,7 +9,7 @@ many times slower the other count was), and measures again after every
 minute of training, so a machine that becomes busy, or idle, is followed. The
 chooser is :class:`rnnzoo.threads.ThreadChooser`; a step's time here is the time
 from one ``rnnzoo_step_end`` to the next, and the steps around an evaluation,
-checkpoint or gradient-flow probe are not timed.
+checkpoint, gradient-flow probe or logging step are not timed.
 
 ``auto`` leaves the count alone on CUDA, and where the user chose it:
 ``OMP_NUM_THREADS`` set (except torchrun's own ``1``), or a count set with
@@ -68,7 +68,8 @@ def rnnzoo_train_start(run: TrainingRun) -> None:
     chooser = ThreadChooser(options=(1, cores), start=1)
     threads.set_threads(chooser.threads())
     t, every = run.config.trainer, int(run.config.gradflow.every)
-    busy = (int(t.eval_every), int(t.checkpoint_every)) + ((every,) if every > 0 else ())
+    busy = (int(t.eval_every), int(t.checkpoint_every), int(t.log_every))
+    busy += (every,) if every > 0 else ()
     _active[run] = _Auto(chooser, busy, time.perf_counter())
 
 

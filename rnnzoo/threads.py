@@ -107,8 +107,8 @@ class ThreadChooser:
     :meth:`record` with that step's time. A measurement runs ``rounds`` rounds;
     in each, every option runs ``settle`` steps that are not timed (the switch and
     its first step) and then ``per_block`` timed steps, the order rotating from
-    round to round. Options are compared by their mean step time, the time the
-    whole run would take at each: on a busy machine the typical (median) step
+    round to round. Options are compared by their mean step time (the slowest
+    step left out), the time the whole run would take at each: on a busy machine the typical (median) step
     at one thread can be the faster while every few steps wait for a core, so
     that the run is slower. A measurement ends early once, after a full round,
     one option's mean is ``decisive`` times another's, or as soon as two steps at
@@ -191,8 +191,14 @@ class ThreadChooser:
         return max(means.values()) >= self.decisive * min(means.values())
 
     def means(self) -> dict[int, float]:
-        """The mean timed step of each option measured so far."""
-        return {n: statistics.fmean(s) for n, s in self.samples.items() if s}
+        """The mean timed step of each option measured so far, its slowest step left
+        out once there are three: one hiccup (a page fault, another job's burst)
+        must not decide for the next minute."""
+        return {
+            n: statistics.fmean(sorted(s)[:-1] if len(s) >= 3 else s)
+            for n, s in self.samples.items()
+            if s
+        }
 
     def best(self) -> int:
         """The fewest threads whose mean step time is within ``tolerance`` of the

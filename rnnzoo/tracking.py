@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rnnzoo import wandb_offline, wandb_support
+from rnnzoo import wandb_offline, wandb_support, wandb_tables
 from rnnzoo.errors import RnnzooError, UsageError
 from rnnzoo.files import json_safe, write_json
 from rnnzoo.wandb_sender import Sender
-from rnnzoo.wandb_tables import Tables
 
 #: what a run id may hold: it names the run folder and W&B's run, artifacts and files
 RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
@@ -95,7 +94,7 @@ class Tracker:
             ) from exc
         self.wandb_run: Any = None
         self._sender: Sender | None = None
-        self._tables = Tables()
+        self._tables = wandb_tables.Tables()
         mode = wandb_support.choose_mode(wandb_mode)
         if mode != "disabled":
             init = dict(project=project, name=name, group=group, tags=tags, entity=entity)
@@ -157,7 +156,10 @@ class Tracker:
             self._wandb_failed(self._sender.error)
 
     def flush(self) -> None:
-        """Return once W&B has had every call made so far (report a failure now)."""
+        """Return once W&B has had every call made so far, waiting table rows too."""
+        if self.wandb_run is not None:
+            for call in self._tables.rest(self.wandb_run, self._last_step):
+                self._later(call)
         if self._sender is not None:
             self._sender.wait()
             self._check_sender()
@@ -226,6 +228,7 @@ class Tracker:
                 )
         if line is not None and not set(line) <= set(columns):
             raise ValueError(f"log_table({key!r}): line={line} names columns not in {columns}.")
+        wandb_tables.check_share(key, share)
         if self.wandb_run is None:
             return
         data = [[wandb_support.cell(v) for v in row] for row in rows]
@@ -277,9 +280,7 @@ class Tracker:
         written it out, so the run folder is complete when training returns.
         Offline, a resumed run's new folder then joins the run's first one."""
         self._jsonl.close()
-        if self.wandb_run is not None:  # the rows of tables still waiting
-            for call in self._tables.rest(self.wandb_run, self._last_step):
-                self._later(call)
+        self.flush()
         if self._sender is not None:
             self._sender.close()
             self._check_sender()

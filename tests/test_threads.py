@@ -90,6 +90,17 @@ def test_chooser_compares_the_run_time_not_the_typical_step():
     assert chooser.means()[1] > chooser.means()[2]
 
 
+def test_one_hiccup_does_not_decide():
+    # one step at 1 thread took a second (a page fault, another job's burst): the
+    # slowest step of each count is left out, and 1 thread stays the faster
+    chooser = ThreadChooser(options=(1, 2), start=1, warmup=0, settle=0, per_block=3)
+    ones = iter([1.0] + [0.010] * 100)
+    for _ in range(60):
+        n = chooser.threads()
+        chooser.record(next(ones) if n == 1 else 0.012)
+    assert chooser.chosen == 1
+
+
 def test_chooser_stops_trying_a_far_slower_count_after_two_steps():
     chooser = ThreadChooser(options=(1, 2), start=1, warmup=0, settle=1, per_block=3)
     used = run_chooser(chooser, {1: 0.010, 2: 0.100}, 40)

@@ -12,10 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import wandb
 from jsonl import read_jsonl
 from wandb_records import read_run, rows_by_step, run_files, tables
 
-from rnnzoo import config
+from rnnzoo import config, wandb_tables
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
 from rnnzoo.tracking import Tracker
@@ -131,6 +132,42 @@ def test_tables_within_a_share_wait_and_go_out_together_at_the_end(tmp_path):
     assert [(d["columns"], d["data"]) for d in data] == [
         (["a"], [[1]]), (["a"], [[2]]), (["a", "b"], [[3, 4]])
     ]  # fmt: skip
+
+
+def test_waiting_rows_go_before_a_checkpoint_and_never_past_wandbs_row_limit(tmp_path, monkeypatch):
+    """flush() (called before every checkpoint) sends the rows still waiting; rows
+    that would make a table longer than W&B keeps go first as their own table; a
+    call without rows sends nothing and leaves the chart to the newest rows."""
+    assert wandb_tables.MAX_ROWS == wandb.Table.MAX_ROWS  # what W&B keeps
+    monkeypatch.setattr(wandb_tables, "MAX_ROWS", 5)
+    t = tracker(tmp_path, "limits")
+    columns, line = ["step", "x", "y"], ("x", "y", "step")
+    rows = {s: [[s, x, s * x] for x in range(2)] for s in range(1, 6)}
+    t.log_table(1, "c", columns, rows[1], line, 1e-9)  # at once
+    t.log_table(2, "c", columns, rows[2], line, 1e-9)  # waits
+    t.flush()  # a checkpoint: step 2's rows go now
+    for s in (3, 4, 5):  # 2 + 2 wait; 2 more would pass 5, so 3 and 4 go first
+        t.log_table(s, "c", columns, rows[s], line, 1e-9)
+    t.log_table(6, "c", columns, [], line, 1e-9)  # nothing new: nothing sent
+    t.log(7, {"loss": 0.5})
+    t.close()  # step 5's rows, with step 5's chart
+    (log,) = run_files(tmp_path)
+    sent = [r for r in read_run(log).history if r.get("c/_type") == "table-file"]
+    data = [json.loads((log.parent / "files" / r["c/path"]).read_text())["data"] for r in sent]
+    assert [int(r["trainer/step"]) for r in sent] == [1, 2, 5, 7]
+    assert data == [rows[1], rows[2], rows[3] + rows[4], rows[5]]
+    charts = [r for r in read_run(log).history if r.get("c_plot_table/_type") == "table-file"]
+    last = json.loads((log.parent / "files" / charts[-1]["c_plot_table/path"]).read_text())
+    assert {row[1] for row in last["data"]} == {"5"}
+
+
+@pytest.mark.parametrize("share", [0, -0.5, float("nan"), float("inf")])
+def test_a_share_is_a_positive_number(tmp_path, monkeypatch, share):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    t = tracker(tmp_path, "share")
+    with pytest.raises(ValueError, match="give a number > 0, or None"):
+        t.log_table(1, "x", ["a"], [[1]], share=share)
+    t.close()
 
 
 def test_a_table_needs_rows_of_its_columns_and_nothing_goes_without_wandb(tmp_path, monkeypatch):

@@ -154,7 +154,9 @@ def rows_by_step(path: Path, key: str) -> dict[int, list[dict[str, Any]]]:
     grouped by the rows' own ``step`` column: a table logged within a share of the
     run's time may hold the rows of several steps (:mod:`rnnzoo.wandb_tables`)."""
     found: dict[int, list[dict[str, Any]]] = {}
-    for table in tables(path, key).values():
+    logged = [r for r in read_run(path).history if r.get(f"{key}/_type") == "table-file"]
+    for entry in logged:  # every table, also two logged at one step
+        table = json.loads((path.parent / "files" / entry[f"{key}/path"]).read_text())
         for values in table["data"]:
             row = dict(zip(table["columns"], values, strict=True))
             found.setdefault(int(row["step"]), []).append(row)
