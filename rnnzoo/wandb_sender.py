@@ -3,8 +3,11 @@
 Logging a table, an image or an artifact runs milliseconds to tens of
 milliseconds of W&B's own Python (a gradient-flow probe's table: about 17 ms, a
 scalar row 1 to 4 ms on a 2-core CPU; ``benchmarks/step_parts.py``). On the
-training thread that time is added to every probe and logging step; on this thread it overlaps the next steps' kernels, during
-which the training thread does not need the interpreter.
+training thread that time is added to every probe and logging step; on this
+thread, W&B's waits (files, its service) overlap training. W&B's own Python
+still needs the interpreter, and takes it from the training thread about one for
+one where a step is mostly Python dispatch between short kernels (a small model,
+docs/performance.md); only another process would take that off too.
 
 Calls run one at a time in the order they were sent, so W&B sees the same
 sequence of steps as before. The first call that fails stops the rest and is
