@@ -65,16 +65,9 @@ BACKGROUND = 2  # busy processes in the loaded condition
 PROFILES = {"quick": (100, 2), "default": (300, 3), "full": (600, 5)}
 #: a busy process: spins until killed or until its parent (given) is gone
 SPIN = "import os,sys\np=int(sys.argv[1])\nwhile os.getppid()==p:\n  for _ in range(10**6): pass\n"
-CLI_WITHOUT_WAIT_POLICY = "import sys; from rnnzoo.cli import main; main()"
+CLI_WITHOUT_WAIT_POLICY = "from rnnzoo.cli import main; main()"
 
 Log = Callable[[str], None]
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def clean_env() -> dict[str, str]:
@@ -154,10 +147,14 @@ def ratios(times: dict[str, list[float]], base: list[float]) -> dict[str, float]
     }
 
 
-def condition(name: str, steps: int, rounds: int, overrides: list[str], log: Log) -> dict:
+def condition(
+    name: str, steps: int, rounds: int, overrides: list[str], default_threads: int, log: Log
+) -> dict:
     """Every contender ``rounds`` times, one at a time, the order rotating."""
+    from rnnzoo.threads import available_cores
+
     cores = available_cores()
-    runs = contenders(cores, torch_default_threads())
+    runs = contenders(cores, default_threads)
     names = list(runs)
     result: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds")}
     result.update(steps=steps, rounds=rounds, overrides=overrides, cores=cores)
@@ -205,8 +202,9 @@ def measure(conditions: list[str], steps: int, rounds: int, overrides: list[str]
     from bench_common import cpu_name
 
     found = dict((previous or {}).get("conditions", {}))
+    default_threads = torch_default_threads()  # before any background load
     for name in conditions:
-        found[name] = condition(name, steps, rounds, overrides, log)
+        found[name] = condition(name, steps, rounds, overrides, default_threads, log)
     return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
             "conditions": {c: found[c] for c in CONDITIONS if c in found}}  # fmt: skip
 

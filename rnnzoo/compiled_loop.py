@@ -26,7 +26,7 @@ from torch import Tensor
 
 from rnnzoo.activation import Activation
 from rnnzoo.cell import Cell, State
-from rnnzoo.recurrence import check_step, padded_step, step_mask
+from rnnzoo.recurrence import check_step, padded_step, padding
 
 Block = Callable[[Cell, Tensor, State, "Tensor | None"], tuple[Tensor, State]]
 
@@ -59,8 +59,10 @@ def compiled_block(backend: str) -> Block:
 
 
 def records_activations(cell: Cell) -> bool:
-    """Whether a probe is recording the pre-activations of ``cell`` (a Python side
-    effect at every step, which a compiled graph would not repeat)."""
+    """Whether the pre-activations of ``cell`` are being recorded (a Python side
+    effect at every step, which a compiled graph would not repeat). rnnzoo's own
+    recorders (the gradient-flow probe, the cell checks) run the eager step loop
+    anyway; this keeps code that sets ``Activation.recorded`` itself correct."""
     return any(isinstance(m, Activation) and m.recorded is not None for m in cell.modules())
 
 
@@ -90,13 +92,10 @@ class CompiledLoop:
         padding (``lengths``); ``None`` where the cell runs eagerly instead."""
         if self.failure is not None or records_activations(cell):
             return None
-        steps = x.shape[1]
         # time-major and contiguous: every block has the same strides whatever T is
         inputs = cell.project_input(x).transpose(0, 1).contiguous()
-        real_until = steps if lengths is None else int(lengths.min())
-        real = None
-        if lengths is not None:
-            real = step_mask(lengths, steps, x.device).T[..., None].contiguous()
+        real_until, real = padding(lengths, x.shape[1], x.device)
+        real = None if real is None else real.contiguous()
         if torch.is_grad_enabled() and (
             inputs.requires_grad or any(p.requires_grad for p in cell.parameters())
         ):

@@ -202,7 +202,7 @@ def _insert_variant(
         return
     where = f"variant={name} in the overrides" if overridden else f"variant: {name} in {source}"
     layer = variants.pick(named, name, where, f"'{path}'" if path is not None else None)
-    layers.insert(1 if path is not None else 0, (f"variant '{name}' of '{path}'", layer))
+    layers.insert(1, (f"variant '{name}' of '{path}'", layer))  # after the file
 
 
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
 from rnnzoo.gradflow import GradflowResult
+from rnnzoo.timeshare import TimeShare
 
 #: W&B keys of the figures a training run logs
 LINE_KEY, HEATMAP_KEY = "gradflow/grad_h_plot", "gradflow/heatmap"
@@ -77,14 +77,11 @@ class GradflowFigures:
     """A run's gradient-flow figures in ``folder``: the line plot of the latest
     probe and the heatmap over all probes so far.
 
-    Drawing costs far more than probing, so a probe is drawn only when the time
-    spent drawing, this drawing included (estimated by the previous one, at first
-    by ``first_cost`` seconds), stays within ``share`` of the training thread's
-    time since this object was made; :meth:`finish` draws the latest probe at the
-    end of training. Times are the thread's CPU time (``time.thread_time``), not
-    the wall clock, so that a run waiting for a busy machine's cores does not earn
-    drawing time by waiting.
-    ``rows`` and ``steps`` are the heatmap's data.
+    Drawing costs far more than probing, so a probe is drawn only while drawing
+    stays within ``share`` of the training thread's time since this object was made
+    (:class:`rnnzoo.timeshare.TimeShare`; the first drawing is estimated at
+    ``first_cost`` seconds); :meth:`finish` draws the latest probe at the end of
+    training. ``rows`` and ``steps`` are the heatmap's data.
     """
 
     def __init__(self, folder: Path, share: float = 0.01, first_cost: float = 0.5) -> None:
@@ -94,9 +91,7 @@ class GradflowFigures:
         self.steps: list[int] = []
         self._latest: GradflowResult | None = None
         self._drawn = True
-        self._spent = 0.0
-        self._cost = first_cost
-        self._start = time.thread_time()
+        self._budget = TimeShare(first_cost)
 
     def add(self, step: int, result: GradflowResult) -> dict[str, Path]:
         """Record one probe; redraw when the budget allows. Returns ``{W&B key:
@@ -104,10 +99,7 @@ class GradflowFigures:
         self.rows.append(list(result.per_step["layer0/dir0"]))
         self.steps.append(step)
         self._latest, self._drawn = result, False
-        budget = self.share * (time.thread_time() - self._start)
-        if self._spent + self._cost <= budget:
-            return self.draw()
-        return {}
+        return self.draw() if self._budget.allows(self.share) else {}
 
     def finish(self) -> dict[str, Path]:
         """Draw the latest probe if :meth:`add` skipped it."""
@@ -116,13 +108,11 @@ class GradflowFigures:
     def draw(self) -> dict[str, Path]:
         if self._latest is None:
             return {}
-        started = time.thread_time()
-        images = {
-            LINE_KEY: line_plot(self.folder / "grad_h.png", self._latest, self.steps[-1]),
-            HEATMAP_KEY: heatmap(self.folder / "heatmap.png", self.rows, self.steps),
-        }
-        self._cost = time.thread_time() - started
-        self._spent += self._cost
+        with self._budget.timed():
+            images = {
+                LINE_KEY: line_plot(self.folder / "grad_h.png", self._latest, self.steps[-1]),
+                HEATMAP_KEY: heatmap(self.folder / "heatmap.png", self.rows, self.steps),
+            }
         self._drawn = True
         return images
 

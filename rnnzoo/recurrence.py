@@ -60,12 +60,8 @@ def step_loop(
     in ``T``). :func:`rnnzoo.testing.reference_step_loop` is the indexing version,
     which tests compare this loop with.
     """
-    steps = x.shape[1]
     inputs = cell.project_input(x).unbind(1)
-    real_until = steps if lengths is None else int(lengths.min())
-    real_steps: tuple[Tensor, ...] = ()
-    if lengths is not None:
-        real_steps = step_mask(lengths, steps, x.device).T[..., None].unbind(0)
+    real_until, real = padding(lengths, x.shape[1], x.device)
     outputs: list[Tensor] = []
     recorded: list[State] = []
     for t, x_t in enumerate(inputs):
@@ -73,7 +69,8 @@ def step_loop(
         if t == 0:
             check_step(cell, output, new_state, state)
         if t >= real_until:  # some sequences have ended
-            output, new_state = padded_step(real_steps[t], output, new_state, state)
+            assert real is not None
+            output, new_state = padded_step(real[t], output, new_state, state)
         state = new_state
         outputs.append(output)
         if record:
@@ -124,6 +121,15 @@ def check_step(cell: Cell, output: object, new_state: object, state: State) -> N
 def step_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
     """``[B, steps]`` booleans, true at real steps."""
     return torch.arange(steps, device=device)[None, :] < lengths.to(device)[:, None]
+
+
+def padding(lengths: Tensor | None, steps: int, device: torch.device) -> tuple[int, Tensor | None]:
+    """For a step loop: the first step at which some sequence has ended (``steps``
+    when none has) and the time-major mask of real steps, ``[steps, B, 1]``
+    booleans (None without ``lengths``)."""
+    if lengths is None:
+        return steps, None
+    return int(lengths.min()), step_mask(lengths, steps, device).T[..., None]
 
 
 class Recurrence(nn.Module):

@@ -179,7 +179,7 @@ class ThreadChooser:
         """Two steps at ``threads`` both took ``decisive`` times the mean of an
         option already measured: stop trying it (one slow step may be a hiccup)."""
         own = self.samples[threads]
-        others = [statistics.fmean(s) for n, s in self.samples.items() if n != threads and s]
+        others = [t for n, t in self.means().items() if n != threads]
         return len(own) >= 2 and bool(others) and min(own) >= self.decisive * min(others)
 
     def _round_done(self) -> bool:

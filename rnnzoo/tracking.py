@@ -157,9 +157,16 @@ class Tracker:
 
     def flush(self) -> None:
         """Return once W&B has had every call made so far, waiting table rows too."""
+        self._send_waiting_rows()
+        self._catch_up()
+
+    def _send_waiting_rows(self) -> None:
         if self.wandb_run is not None:
             for call in self._tables.rest(self.wandb_run, self._last_step):
                 self._later(call)
+
+    def _catch_up(self) -> None:
+        """Return once the sender has run every call made so far (report a failure)."""
         if self._sender is not None:
             self._sender.wait()
             self._check_sender()
@@ -194,7 +201,7 @@ class Tracker:
         """PNG files already in the run folder, shown as W&B images. W&B reads a
         file when it logs it and the figures redraw theirs: logged at once, after
         the calls still waiting."""
-        self.flush()
+        self._catch_up()
         if self.wandb_run is not None:
             try:
                 import wandb
@@ -219,18 +226,10 @@ class Tracker:
         ``share``, W&B's time on the key's tables kept within that share of the
         run's time, rows waiting for a later table (:mod:`rnnzoo.wandb_tables`).
         W&B only: without W&B nothing is written (keep your own file of the numbers)."""
-        columns = list(columns)  # a plugin's mistake is its own error, not W&B's
-        for row in rows:
-            if len(row) != len(columns):
-                raise ValueError(
-                    f"log_table({key!r}): a row has {len(row)} values for {len(columns)} "
-                    f"columns ({', '.join(columns)})."
-                )
-        if line is not None and not set(line) <= set(columns):
-            raise ValueError(f"log_table({key!r}): line={line} names columns not in {columns}.")
-        wandb_tables.check_share(key, share)
+        wandb_tables.check(key, columns, rows, line, share)  # with or without W&B
         if self.wandb_run is None:
             return
+        self._last_step = max(self._last_step, step)
         data = [[wandb_support.cell(v) for v in row] for row in rows]
         for call in self._tables.add(self.wandb_run, step, key, columns, data, line, share):
             self._later(call)
@@ -280,7 +279,7 @@ class Tracker:
         written it out, so the run folder is complete when training returns.
         Offline, a resumed run's new folder then joins the run's first one."""
         self._jsonl.close()
-        self.flush()
+        self._send_waiting_rows()
         if self._sender is not None:
             self._sender.close()
             self._check_sender()

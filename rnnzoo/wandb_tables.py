@@ -8,12 +8,10 @@ milliseconds, a table at every gradient-flow probe slows training by several
 percent (docs/performance.md).
 
 A table logged with a ``share`` is sent only while the time W&B has spent on that
-key's tables, the next one included (estimated by the last one), stays within
-``share`` of the training thread's time since the first table, and no earlier
-table of the key is still on its way; the first table goes at once, so the share
-holds on average over a run, not table by table. Times are CPU times of the
-threads (``time.thread_time``: the sender's for a table, the training thread's for
-the run), so that a run waiting for a busy machine's cores earns no extra tables;
+key's tables stays within ``share`` of the training thread's time since the key's
+first table (:class:`rnnzoo.timeshare.TimeShare`, CPU times: the sender's for a
+table), and no earlier table of the key is still on its way; the first table goes
+at once, so the share holds on average over a run, not table by table.
 :meth:`Tables.add` is to be called from one thread, the training thread.
 
 Rows that have to wait go out with the next table of the key that is sent, when
@@ -27,20 +25,36 @@ the newest call alone. Without a ``share`` every call is sent as its own table.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rnnzoo import wandb_support
+from rnnzoo.timeshare import TimeShare
 
 Line = tuple[str, str, str]
 #: rows W&B keeps of a logged table (``wandb.Table.MAX_ROWS``); it drops the rest
 MAX_ROWS = 10_000
 
 
-def check_share(key: str, share: float | None) -> None:
-    """A plugin's mistake is its own error: ``share`` is None or a number > 0."""
+def check(
+    key: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    line: Line | None,
+    share: float | None,
+) -> None:
+    """A plugin's mistake in a ``log_table`` call is its own ``ValueError``, not
+    W&B's: each row has one value per column, ``line`` names columns, ``share``
+    is None or a number > 0."""
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(
+                f"log_table({key!r}): a row has {len(row)} values for {len(columns)} "
+                f"columns ({', '.join(columns)})."
+            )
+    if line is not None and not set(line) <= set(columns):
+        raise ValueError(f"log_table({key!r}): line={line} names columns not in {list(columns)}.")
     if share is not None and not 0 < share < math.inf:
         raise ValueError(f"log_table({key!r}): share={share}; give a number > 0, or None.")
 
@@ -51,10 +65,9 @@ class _Key:
 
     columns: list[str]
     line: Line | None
+    budget: TimeShare
     rows: list[list[Any]] = field(default_factory=list)
     newest: list[list[Any]] = field(default_factory=list)
-    spent: float = 0.0
-    cost: float = 0.0
     #: tables of the key taken (by the training thread) and sent (by the sender's
     #: thread): each counter has one writer; the difference is on its way
     taken: int = 0
@@ -65,9 +78,7 @@ class Tables:
     """Turns :meth:`add` calls into W&B calls, each to be run on the sender's thread."""
 
     def __init__(self) -> None:
-        self._started: float | None = None
         self._keys: dict[str, _Key] = {}
-        self._last_step = 0
 
     def add(
         self,
@@ -82,16 +93,13 @@ class Tables:
         """The W&B calls that log ``rows`` (with the rows of ``key`` still waiting)
         at ``step``: none when they wait for a later table; waiting rows under
         other columns, or too many to join these, first, as a table of their own."""
-        if self._started is None:
-            self._started = time.thread_time()
-        self._last_step = max(self._last_step, step)
         calls = []
         pending = self._keys.get(key)
         if pending is None or pending.columns != list(columns) or pending.line != line:
             if pending is not None and pending.rows:
                 calls.append(self._take(run, step, key, pending))
-            old = pending or _Key([], None)
-            pending = self._keys[key] = _Key(list(columns), line, spent=old.spent, cost=old.cost)
+            budget = TimeShare() if pending is None else pending.budget
+            pending = self._keys[key] = _Key(list(columns), line, budget)
         elif pending.rows and len(pending.rows) + len(rows) > MAX_ROWS:
             calls.append(self._take(run, step, key, pending))
         if rows:
@@ -99,16 +107,12 @@ class Tables:
             pending.newest = rows
         if not pending.rows:
             return calls
-        if share is not None:
-            budget = share * (time.thread_time() - self._started)
-            if pending.taken > pending.sent or pending.spent + pending.cost > budget:
-                return calls
+        if share is not None and (pending.taken > pending.sent or not pending.budget.allows(share)):
+            return calls
         return [*calls, self._take(run, step, key, pending)]
 
     def rest(self, run: Any, step: int) -> list[Callable[[], None]]:
-        """The W&B calls that log every row still waiting, at ``step`` (or the
-        latest step of a call, if later)."""
-        step = max(step, self._last_step)
+        """The W&B calls that log every row still waiting, at ``step``."""
         return [self._take(run, step, k, p) for k, p in self._keys.items() if p.rows]
 
     def _take(self, run: Any, step: int, key: str, pending: _Key) -> Callable[[], None]:
@@ -120,15 +124,14 @@ class Tables:
         def send() -> None:
             import wandb
 
-            started = time.thread_time()
             try:
-                media: dict[str, Any] = {key: wandb.Table(columns=list[Any](columns), data=rows)}
-                if line is not None and newest:
-                    media[f"{key}_plot"] = wandb_support.line_chart(columns, newest, *line)
-                run.log({**media, "trainer/step": step})
+                with pending.budget.timed():
+                    table = wandb.Table(columns=list[Any](columns), data=rows)
+                    media: dict[str, Any] = {key: table}
+                    if line is not None and newest:
+                        media[f"{key}_plot"] = wandb_support.line_chart(columns, newest, *line)
+                    run.log({**media, "trainer/step": step})
             finally:
-                pending.cost = time.thread_time() - started
-                pending.spent += pending.cost
                 pending.sent += 1
 
         return send

@@ -106,7 +106,12 @@ def test_training_loop_benchmark_times_every_contender_in_turns(tmp_path: Path) 
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     rows = result["rows"]
-    assert result["machine"]["torch"] == torch.__version__ and result["machine"]["baseline"]
+    head = subprocess.run(
+        ["git", "-C", str(BENCHMARKS.parent), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    assert result["machine"]["torch"] == torch.__version__
+    assert result["machine"]["baseline"] == (head or BENCHMARKS.parent.name)  # the checkout
     names = ["hand", "rnnzoo", "rnnzoo-lean", "rnnzoo@base", "rnnzoo-lean@base"]
     assert [row["contender"] for row in rows] == names
     for row in rows:

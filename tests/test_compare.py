@@ -24,7 +24,7 @@ import pytest
 import yaml
 from cli_run import rnnzoo
 from jsonl import read_jsonl
-from wandb_records import read_run, rows_by_step, run_files, tables
+from wandb_records import logged_tables, read_run, rows_by_step, run_files
 
 from rnnzoo.compare import Run, budgets, configurations
 from rnnzoo_plugins.gradflow_probes import COLUMNS, TABLE
@@ -203,9 +203,10 @@ def test_each_run_logged_its_gradient_flow_tables_to_wandb(grid) -> None:
         assert (wb.group, wb.config["variant"]) == (group.name, name.split(",")[0].split("=")[1])
         assert wb.summary["val/mse"]["last"] == pytest.approx(summary["val/mse"], rel=1e-12)
         assert wb.summary["val/mse"]["min"] == pytest.approx(summary["best/val/mse"], rel=1e-12)
-        cell = wb.config["model.cell"]
+        cell = VARIANTS[wb.config["variant"]][0]  # what the variant stands for
+        assert wb.config["model.cell"] == cell
         probes = {r["step"]: r for r in read_jsonl(run / "gradflow.jsonl")}
-        assert {t["columns"] == list(COLUMNS) for t in tables(log, TABLE).values()} == {True}
+        assert {t["columns"] == list(COLUMNS) for _, t in logged_tables(log, TABLE)} == {True}
         logged = rows_by_step(log, TABLE)
         assert sorted(logged) == sorted(probes) == [3, 6]
         for step, rows in logged.items():

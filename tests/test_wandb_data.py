@@ -14,7 +14,7 @@ import pytest
 import torch
 import wandb
 from jsonl import read_jsonl
-from wandb_records import read_run, rows_by_step, run_files, tables
+from wandb_records import logged_tables, read_run, rows_by_step, run_files, tables
 
 from rnnzoo import config, wandb_tables
 from rnnzoo.plugins import plugin_manager
@@ -67,7 +67,7 @@ def test_gradient_flow_curves_are_a_wandb_table_and_chart(tmp_path):
 
     (log,) = run_files(run)
     probes = {r["step"]: r for r in read_jsonl(run / "gradflow.jsonl")}
-    assert {t["columns"] == list(COLUMNS) for t in tables(log, TABLE).values()} == {True}
+    assert {t["columns"] == list(COLUMNS) for _, t in logged_tables(log, TABLE)} == {True}
     logged = rows_by_step(log, TABLE)
     assert sorted(logged) == sorted(probes) == [2, 4]
     for step, rows in logged.items():
@@ -117,8 +117,8 @@ def test_tables_within_a_share_wait_and_go_out_together_at_the_end(tmp_path):
     t.log(5, {"loss": 0.1})
     t.close()
     (log,) = run_files(tmp_path)
+    assert [step for step, _ in logged_tables(log, "curves")] == [1, 5]  # no table twice
     sent = tables(log, "curves")
-    assert sorted(sent) == [1, 5]
     assert sent[1]["data"] == [[1, 0, 1], [1, 1, 2]]
     assert sent[5]["data"] == [[2, 0, 2], [2, 1, 4], [3, 0, 3], [3, 1, 6]]
     chart = tables(log, "curves_plot_table")[5]
@@ -126,10 +126,8 @@ def test_tables_within_a_share_wait_and_go_out_together_at_the_end(tmp_path):
     assert chart["columns"] == ["step", "lineKey", "lineVal"]  # W&B's names: x, series, y
     assert points == {(0, "3", 3), (1, "3", 6)}  # the rows of step 3 alone
     assert {k: v["data"] for k, v in tables(log, "every").items()} == {1: [[1]], 2: [[2]]}
-    changed = [r for r in read_run(log).history if r.get("changed/_type") == "table-file"]
-    assert len(changed) == 3
-    data = [json.loads((log.parent / "files" / r["changed/path"]).read_text()) for r in changed]
-    assert [(d["columns"], d["data"]) for d in data] == [
+    changed = [table for _, table in logged_tables(log, "changed")]
+    assert [(d["columns"], d["data"]) for d in changed] == [
         (["a"], [[1]]), (["a"], [[2]]), (["a", "b"], [[3, 4]])
     ]  # fmt: skip
 
@@ -152,12 +150,10 @@ def test_waiting_rows_go_before_a_checkpoint_and_never_past_wandbs_row_limit(tmp
     t.log(7, {"loss": 0.5})
     t.close()  # step 5's rows, with step 5's chart
     (log,) = run_files(tmp_path)
-    sent = [r for r in read_run(log).history if r.get("c/_type") == "table-file"]
-    data = [json.loads((log.parent / "files" / r["c/path"]).read_text())["data"] for r in sent]
-    assert [int(r["trainer/step"]) for r in sent] == [1, 2, 5, 7]
-    assert data == [rows[1], rows[2], rows[3] + rows[4], rows[5]]
-    charts = [r for r in read_run(log).history if r.get("c_plot_table/_type") == "table-file"]
-    last = json.loads((log.parent / "files" / charts[-1]["c_plot_table/path"]).read_text())
+    sent = logged_tables(log, "c")
+    assert [step for step, _ in sent] == [1, 2, 5, 7]
+    assert [table["data"] for _, table in sent] == [rows[1], rows[2], rows[3] + rows[4], rows[5]]
+    _, last = logged_tables(log, "c_plot_table")[-1]
     assert {row[1] for row in last["data"]} == {"5"}
 
 

@@ -131,16 +131,21 @@ def read_run(path: Path) -> OfflineRun:
     return run
 
 
-def tables(path: Path, key: str) -> dict[int, dict[str, Any]]:
-    """The W&B tables logged under ``key`` in the offline run file ``path``, by
-    ``trainer/step``: each ``{"columns": [...], "data": [[...], ...]}``, read from
-    the run's ``files/`` folder where W&B wrote them."""
-    found = {}
+def logged_tables(path: Path, key: str) -> list[tuple[int, dict[str, Any]]]:
+    """Every W&B table logged under ``key`` in the offline run file ``path``, in
+    order, with its ``trainer/step``: each ``{"columns": [...], "data": [[...],
+    ...]}``, read from the run's ``files/`` folder where W&B wrote it."""
+    found = []
     for row in read_run(path).history:
         if row.get(f"{key}/_type") == "table-file":
             table = json.loads((path.parent / "files" / row[f"{key}/path"]).read_text())
-            found[int(row["trainer/step"])] = table
+            found.append((int(row["trainer/step"]), table))
     return found
+
+
+def tables(path: Path, key: str) -> dict[int, dict[str, Any]]:
+    """:func:`logged_tables` by ``trainer/step`` (the last of one step)."""
+    return dict(logged_tables(path, key))
 
 
 def run_files(run_dir: Path) -> list[Path]:
@@ -154,9 +159,7 @@ def rows_by_step(path: Path, key: str) -> dict[int, list[dict[str, Any]]]:
     grouped by the rows' own ``step`` column: a table logged within a share of the
     run's time may hold the rows of several steps (:mod:`rnnzoo.wandb_tables`)."""
     found: dict[int, list[dict[str, Any]]] = {}
-    logged = [r for r in read_run(path).history if r.get(f"{key}/_type") == "table-file"]
-    for entry in logged:  # every table, also two logged at one step
-        table = json.loads((path.parent / "files" / entry[f"{key}/path"]).read_text())
+    for _, table in logged_tables(path, key):  # every table, also two at one step
         for values in table["data"]:
             row = dict(zip(table["columns"], values, strict=True))
             found.setdefault(int(row["step"]), []).append(row)
