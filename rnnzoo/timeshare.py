@@ -5,8 +5,8 @@ by the last piece, at first by ``first_cost`` seconds), stays within ``share`` o
 the time the training thread has run since the budget was made. Times are CPU
 times (``time.thread_time``), not the wall clock, so that a run waiting for a busy
 machine's cores earns no extra work by waiting. Make the budget and ask
-:meth:`TimeShare.allows` on the training thread; :meth:`TimeShare.timed` may
-time the work on another thread (one at a time).
+:meth:`TimeShare.allows` on the training thread; :meth:`TimeShare.timed` times
+work on the thread running it, :meth:`TimeShare.charge` counts work timed elsewhere.
 """
 
 from __future__ import annotations
@@ -35,5 +35,9 @@ class TimeShare:
         try:
             yield
         finally:
-            self.cost = time.thread_time() - started
-            self.spent += self.cost
+            self.charge(time.thread_time() - started)
+
+    def charge(self, seconds: float) -> None:
+        """Count a piece of work that took ``seconds`` of CPU time (anywhere)."""
+        self.cost = seconds
+        self.spent += seconds

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rnnzoo import wandb_offline, wandb_support, wandb_tables
+from rnnzoo import wandb_support, wandb_tables
 from rnnzoo.errors import RnnzooError, UsageError
 from rnnzoo.files import json_safe, write_json
-from rnnzoo.wandb_sender import Sender
+from rnnzoo.wandb_process import WandbProcess
 
 #: what a run id may hold: it names the run folder and W&B's run, artifacts and files
 RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
@@ -54,8 +54,8 @@ class Tracker:
 
     ``main_metric`` is ``(key, "min" | "max")``: W&B's summary of ``key`` keeps
     its best and its last value, and checkpoints logged as model artifacts carry it.
-    W&B calls after ``wandb.init`` run on a thread of their own, in order
-    (:mod:`rnnzoo.wandb_sender`); :meth:`close` waits for them.
+    W&B's calls, ``wandb.init`` included, run in a process of their own, in order
+    (:mod:`rnnzoo.wandb_process`); :meth:`close` waits for them.
     """
 
     def __init__(
@@ -92,96 +92,64 @@ class Tracker:
             raise RnnzooError(
                 f"Cannot write '{self.metrics_path}': {exc.strerror}. Choose a writable --run-dir."
             ) from exc
-        self.wandb_run: Any = None
-        self._sender: Sender | None = None
+        self._wandb: WandbProcess | None = None
         self._tables = wandb_tables.Tables()
         mode = wandb_support.choose_mode(wandb_mode)
         if mode != "disabled":
-            init = dict(project=project, name=name, group=group, tags=tags, entity=entity)
-            self._start_wandb(mode, {**init, "notes": notes, "job_type": job_type})
+            init: dict[str, Any] = dict(project=project, name=name, group=group, tags=tags)
+            init.update(entity=entity, notes=notes, job_type=job_type, config=config)
+            init.update(mode=mode, dir=str(run_dir), id=run_id, resume="allow")
+            try:
+                self._wandb = WandbProcess(self._answer)
+            except OSError as exc:  # W&B must never stop a run
+                self._unavailable(f"the W&B process did not start: {exc}")
+            self._call("init", init, main_metric)
 
-    def _start_wandb(self, mode: str, init: dict[str, Any]) -> None:
-        try:
-            import wandb
+    def _answer(self, event: tuple[Any, ...]) -> None:
+        """What the W&B process reports back (see :mod:`rnnzoo.wandb_worker`)."""
+        if event[0] == "started":
+            wandb_support.announce(event[1])
+        elif event[0] == "sent":
+            self._tables.sent(event[1], event[2])
 
-            # W&B's own messages stay off unless WANDB_SILENT says otherwise; system
-            # metrics and console capture follow W&B's defaults and WANDB_* settings
-            quiet = "WANDB_SILENT" not in os.environ and "WANDB_QUIET" not in os.environ
-            run = wandb.init(
-                dir=str(self.run_dir),
-                id=self.run_id,
-                resume="allow",
-                config=self.config,
-                mode=mode,  # type: ignore[arg-type]
-                settings=wandb.Settings(silent=True) if quiet else None,
-                **init,
-            )
-            self.wandb_run = run
-            run.define_metric("trainer/step")
-            run.define_metric("*", step_metric="trainer/step")
-            if self.main_metric is not None:
-                key, direction = self.main_metric
-                run.define_metric(key, step_metric="trainer/step", summary=f"{direction},last")
-            wandb_support.announce(run)
-            self._sender = Sender()
-        except Exception as exc:  # W&B must never stop a run
-            self._wandb_failed(exc)
+    def _call(self, name: str, *arguments: Any) -> None:
+        """Have the W&B process run a call, after the calls sent before it; report
+        a failure of an earlier one now."""
+        if self._wandb is not None:
+            self._wandb.call(name, *arguments)
+            self._check()
 
-    def _wandb_failed(self, exc: BaseException) -> None:
+    def _check(self) -> None:
+        """Report a failure of W&B now, once (W&B is then off for the run)."""
+        if self._wandb is not None and self._wandb.error is not None:
+            process, self._wandb = self._wandb, None
+            process.stop()
+            self._unavailable(process.error)
+
+    def _unavailable(self, error: str | None) -> None:
         warnings.warn(
-            f"W&B is unavailable ({type(exc).__name__}: {exc}); training goes on and "
-            f"every value is still written to {self.metrics_path}.",
-            stacklevel=3,
+            f"W&B is unavailable ({error}); training goes on and every value is "
+            f"still written to {self.metrics_path}.",
+            stacklevel=5,
         )
-        self.wandb_run = None
-        if self._sender is not None:
-            self._sender.stop(exc)  # what is still queued is skipped
-            self._sender = None
-        # W&B's service may be gone: tear it down now, or its exit hook prints a traceback
-        with contextlib.suppress(Exception):
-            import wandb
-
-            wandb.teardown()
-
-    def _later(self, call: Any) -> None:
-        """Run ``call`` (which uses W&B) on the sender's thread, after the calls
-        sent before it; report a failure of an earlier one now."""
-        self._check_sender()
-        if self._sender is not None:
-            self._sender.send(call)
-
-    def _check_sender(self) -> None:
-        """Report a failure of an earlier W&B call now (W&B is then off for the run)."""
-        if self._sender is not None and self._sender.error is not None:
-            self._wandb_failed(self._sender.error)
 
     def flush(self) -> None:
         """Return once W&B has had every call made so far, waiting table rows too."""
         self._send_waiting_rows()
-        self._catch_up()
+        if self._wandb is not None:
+            self._wandb.wait()
+            self._check()
 
     def _send_waiting_rows(self) -> None:
-        if self.wandb_run is not None:
-            for call in self._tables.rest(self.wandb_run, self._last_step):
-                self._later(call)
-
-    def _catch_up(self) -> None:
-        """Return once the sender has run every call made so far (report a failure)."""
-        if self._sender is not None:
-            self._sender.wait()
-            self._check_sender()
-
-    def _send(self, step: int, values: dict[str, Any]) -> None:
-        if self.wandb_run is not None:
-            run, row = self.wandb_run, {**values, "trainer/step": step}
-            self._later(lambda: run.log(row))
+        for message in self._tables.rest(self._last_step):
+            self._call(*message)
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         scalars = {k: json_safe(v) for k, v in values.items() if isinstance(v, (int, float))}
         self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
         self._jsonl.flush()
         self._follow(step, values)
-        self._send(step, values)
+        self._call("log", {**values, "trainer/step": step})
 
     def _follow(self, step: int, values: dict[str, Any]) -> None:
         """Note the latest step, and the main metric's latest and best value."""
@@ -198,18 +166,14 @@ class Tracker:
             self.best = self.latest
 
     def log_images(self, step: int, images: dict[str, Path]) -> None:
-        """PNG files already in the run folder, shown as W&B images. W&B reads a
-        file when it logs it and the figures redraw theirs: logged at once, after
-        the calls still waiting."""
-        self._catch_up()
-        if self.wandb_run is not None:
-            try:
-                import wandb
-
-                row = {k: wandb.Image(str(p)) for k, p in images.items()}
-                self.wandb_run.log({**row, "trainer/step": step})
-            except Exception as exc:
-                self._wandb_failed(exc)
+        """PNG files in the run folder, shown as W&B images; they are read now, so
+        the files may be redrawn at once."""
+        if self._wandb is not None:
+            pngs = {}
+            for key, path in images.items():
+                with contextlib.suppress(OSError):  # a figure not written is not shown
+                    pngs[key] = (path.name, path.read_bytes())
+            self._call("images", step, pngs)
 
     def log_table(
         self,
@@ -227,12 +191,12 @@ class Tracker:
         run's time, rows waiting for a later table (:mod:`rnnzoo.wandb_tables`).
         W&B only: without W&B nothing is written (keep your own file of the numbers)."""
         wandb_tables.check(key, columns, rows, line, share)  # with or without W&B
-        if self.wandb_run is None:
+        if self._wandb is None:
             return
         self._last_step = max(self._last_step, step)
         data = [[wandb_support.cell(v) for v in row] for row in rows]
-        for call in self._tables.add(self.wandb_run, step, key, columns, data, line, share):
-            self._later(call)
+        for message in self._tables.add(step, key, columns, data, line, share):
+            self._call(*message)
 
     def log_checkpoint(self, path: Path, aliases: list[str], *, step: int | None = None) -> None:
         """Log the checkpoint file ``path`` as a new version of the W&B model
@@ -241,7 +205,7 @@ class Tracker:
         metric: for alias ``best`` the best value logged and its step, else the
         latest value and ``step`` (default: the latest step logged). Nothing
         without W&B."""
-        if self.wandb_run is None:
+        if self._wandb is None:
             return
         metadata: dict[str, Any] = dict(self.config)
         picked = self.best if "best" in aliases else self.latest
@@ -250,17 +214,7 @@ class Tracker:
             metadata[self.main_metric[0]] = picked[1]
             if "best" in aliases and step is None:
                 metadata["step"] = picked[0]
-        try:
-            import wandb
-
-            artifact = wandb.Artifact(f"model-{self.run_id}", type="model", metadata=metadata)
-            artifact.add_file(str(path), name="model.pt")  # a copy: rotation may delete it
-        except Exception as exc:
-            self._wandb_failed(exc)
-            return
-        run = self.wandb_run
-        names = list(aliases)
-        self._later(lambda: run.log_artifact(artifact, aliases=names))
+        self._call("artifact", f"model-{self.run_id}", str(path), list(aliases), metadata)
 
     def summary(self, values: dict[str, Any]) -> None:
         """``summary.json``, and W&B's run summary; the main metric's W&B summary
@@ -269,30 +223,15 @@ class Tracker:
         best = self.run_dir / "checkpoints" / "best.pt"
         if self.log_model == "best" and best.is_file():  # tracking.log_model
             self.log_checkpoint(best, ["best"])
-        if self.wandb_run is not None:
-            own = self.main_metric[0] if self.main_metric is not None else None
-            run, update = self.wandb_run, {k: v for k, v in values.items() if k != own}
-            self._later(lambda: run.summary.update(update))
+        own = self.main_metric[0] if self.main_metric is not None else None
+        self._call("summary", {k: v for k, v in values.items() if k != own})
 
     def close(self) -> None:
-        """Finish the W&B run; when no other run is active, also wait until W&B has
-        written it out, so the run folder is complete when training returns.
-        Offline, a resumed run's new folder then joins the run's first one."""
+        """Finish the W&B run and wait until W&B has written it out, so the run
+        folder is complete when training returns. Offline, a resumed run's new
+        folder then joins the run's first one (:mod:`rnnzoo.wandb_offline`)."""
         self._jsonl.close()
         self._send_waiting_rows()
-        if self._sender is not None:
-            self._sender.close()
-            self._check_sender()
-        if self.wandb_run is not None:
-            run, self.wandb_run = self.wandb_run, None
-            try:
-                import wandb
-
-                offline, wandb_dir = run.offline, Path(run.settings.wandb_dir)
-                run.finish()
-                if wandb.run is None:
-                    wandb.teardown()
-                if offline:  # a resumed run's parts: one folder (rnnzoo.wandb_offline)
-                    wandb_offline.join_parts(wandb_dir, self.run_id)
-            except Exception as exc:
-                self._wandb_failed(exc)
+        if self._wandb is not None:
+            self._wandb.close()
+            self._check()

@@ -42,9 +42,14 @@ def line_chart(columns: list[str], rows: list[list[Any]], x: str, y: str, series
     )
 
 
-def announce(run: Any) -> None:
-    """One line on stderr with the W&B run's address, when it reports online."""
-    if not getattr(run, "offline", True) and not getattr(run, "disabled", False):
-        url = run.url
-        if url:
-            print(f"rnnzoo: W&B run {url}", file=sys.stderr, flush=True)
+def address(run: Any) -> str | None:
+    """The W&B run's address when it reports online, else None."""
+    if getattr(run, "offline", True) or getattr(run, "disabled", False):
+        return None
+    return run.url or None
+
+
+def announce(url: str | None) -> None:
+    """One line on stderr with the W&B run's address, when there is one."""
+    if url:
+        print(f"rnnzoo: W&B run {url}", file=sys.stderr, flush=True)

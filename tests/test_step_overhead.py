@@ -1,13 +1,11 @@
 """What the training step does with less work per step computes what it did before:
 the unmasked loss, the fused optimizers, the
-fused-kernel template holding the cell's own parameters, the settings snapshot
-and W&B calls on their own thread."""
+fused-kernel template holding the cell's own parameters and the settings
+snapshot."""
 
 from __future__ import annotations
 
 import copy
-import threading
-import time
 
 import pytest
 import torch
@@ -19,7 +17,6 @@ from rnnzoo.head import summed_loss
 from rnnzoo.training.optim import make_optimizer
 from rnnzoo.training.settings import snapshot
 from rnnzoo.training.state import same_implementation
-from rnnzoo.wandb_sender import BACKLOG, Sender
 from rnnzoo_plugins.cells.gru import GRUCell
 from rnnzoo_plugins.cells.lstm import LSTMCell
 
@@ -144,55 +141,6 @@ def test_the_settings_snapshot_holds_the_resolved_values(tmp_path, monkeypatch) 
     assert snap.trainer.steps == 123 and snap.optim.lr == 0.5
     assert snap.model.cell == cfg.model.cell
     assert snap.trainer.eval_batches == cfg.trainer.eval_batches
-
-
-def test_the_sender_runs_calls_in_order_and_stops_at_the_first_failure() -> None:
-    sender = Sender()
-    done: list[int] = []
-    main = threading.get_ident()
-    threads: set[int] = set()
-
-    def call(i: int) -> None:
-        time.sleep(0.001)
-        threads.add(threading.get_ident())
-        done.append(i)
-
-    for i in range(20):
-        sender.send(lambda i=i: call(i))
-    sender.wait()
-    assert done == list(range(20)) and main not in threads
-
-    def fail() -> None:
-        raise ValueError("W&B went away")
-
-    sender.send(fail)
-    sender.send(lambda: done.append(99))
-    sender.close()
-    assert isinstance(sender.error, ValueError) and 99 not in done
-    sender.send(lambda: done.append(100))  # after close: nothing runs, nothing hangs
-    sender.wait()
-    assert 100 not in done
-
-
-def test_the_sender_keeps_any_failure_and_never_hangs_after_it() -> None:
-    sender = Sender()
-    release = threading.Event()
-    sender.send(release.wait)  # the thread is busy while the queue fills
-    for _ in range(BACKLOG):
-        sender.send(lambda: None)
-
-    def stop() -> None:
-        raise SystemExit(3)  # not an Exception: still kept, still reported
-
-    threading.Timer(0.2, release.set).start()
-    sender.send(stop)  # waits for room in the full queue
-    sender.send(lambda: None)
-    sender.wait()
-    assert isinstance(sender.error, SystemExit)
-    for _ in range(2 * BACKLOG):  # dropped at once: no queue to fill
-        sender.send(lambda: None)
-    sender.wait()
-    sender.close()
 
 
 @pytest.mark.parametrize("saved_fused", [False, True], ids=["unfused-checkpoint", "fused"])

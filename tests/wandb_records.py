@@ -92,6 +92,8 @@ class OfflineRun:
     #: logged artifacts: type, name, aliases, metadata, and their files
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     sweep_id: str = ""
+    #: the console output W&B captured, as one text
+    output: str = ""
 
 
 def read_run(path: Path) -> OfflineRun:
@@ -117,6 +119,8 @@ def read_run(path: Path) -> OfflineRun:
             m = record.metric
             aggregates = {f.name for f, on in m.summary.ListFields() if on}
             run.metrics[m.name] = {"step_metric": m.step_metric, "summary": aggregates}
+        elif kind == "output_raw":
+            run.output += record.output_raw.line
         elif kind == "artifact":
             a = record.artifact
             run.artifacts.append(

@@ -1,0 +1,137 @@
+"""W&B in a process of its own: calls reach W&B in order, a failure stops the
+rest without a hang, and a training process killed mid-run keeps in W&B what it
+had logged. Read back from the offline run's own files (W&B is not mocked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from wandb_records import read_run, run_files, tables
+
+from rnnzoo.tracking import Tracker
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def tracker(run_dir: Path) -> Tracker:
+    run_dir.mkdir(exist_ok=True)
+    return Tracker(
+        run_dir, run_id="proc", config={"model.cell": "gru"}, project="rnnzoo-tests",
+        name="proc", group=None, tags=[], wandb_mode="offline",
+    )  # fmt: skip
+
+
+def steps(run_dir: Path) -> list[int]:
+    (log,) = run_files(run_dir)
+    return [h["trainer/step"] for h in read_run(log).history if "train/loss" in h]
+
+
+def test_calls_reach_wandb_in_order(tmp_path):
+    t = tracker(tmp_path)
+    for step in range(1, 41):
+        t.log(step, {"train/loss": 1.0 / step})
+        if step % 10 == 0:
+            t.log_table(step, "table", ["step", "x"], [[step, 0], [step, 1]])
+    t.summary({"step": 40})
+    t.close()
+    assert steps(tmp_path) == list(range(1, 41))
+    (log,) = run_files(tmp_path)
+    assert sorted(tables(log, "table")) == [10, 20, 30, 40]
+    assert read_run(log).summary["step"] == 40
+
+
+def test_a_failed_call_stops_the_rest_with_one_warning_and_no_hang(tmp_path):
+    t = tracker(tmp_path)
+    t.log(1, {"train/loss": 1.0})
+    t.log_checkpoint(tmp_path / "missing.pt", ["latest"])  # W&B cannot add the file
+    with pytest.warns(UserWarning, match="W&B is unavailable") as caught:
+        t.flush()  # returns: the W&B process has answered with its failure
+        for step in range(2, 5):
+            t.log(step, {"train/loss": 1.0 / step})
+        t.flush()
+        t.close()
+    assert len(caught) == 1
+    assert "missing.pt" in str(caught[0].message)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # the JSONL file stays complete
+
+
+def test_a_wandb_process_that_cannot_start_costs_one_warning(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    with pytest.warns(UserWarning, match="W&B is unavailable") as caught:
+        t = tracker(tmp_path)
+        t.log(1, {"train/loss": 1.0})
+        t.close()
+    assert len(caught) == 1 and "did not start" in str(caught[0].message)
+    assert (tmp_path / "metrics.jsonl").read_text().count("train/loss") == 1
+
+
+KILLED = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_wandb_process import tracker
+
+t = tracker(Path({run!r}))
+for step in range(1, 6):
+    t.log(step, {{"train/loss": 1.0 / step}})
+t.log_table(5, "table", ["step", "x"], [[5, 0]])
+t.flush()  # W&B has every call; then the training process dies without closing
+for stat in Path("/proc").glob("[0-9]*/stat"):  # the W&B process, a child of this one
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    cmdline = (stat.parent / "cmdline").read_bytes()
+    if int(fields[1]) == os.getpid() and b"rnnzoo.wandb_worker" in cmdline:
+        print(stat.parent.name, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie nobody reaps has too)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_killed_training_process_keeps_what_it_logged(tmp_path):
+    """The W&B process sees the training process go and finishes the run with
+    every call it had."""
+    script = KILLED.format(tests=str(Path(__file__).parent), run=str(tmp_path))
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == -9, proc.stderr
+    worker = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 120
+    while not gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert gone(worker), "the W&B process did not finish"
+    assert steps(tmp_path) == [1, 2, 3, 4, 5]
+    (log,) = run_files(tmp_path)
+    assert sorted(tables(log, "table")) == [5]
+    assert "exit" in read_run(log).record_types  # finished, not cut off
+
+
+def test_without_wandb_no_process_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = tracker(tmp_path)
+        t.log(1, {"train/loss": 1.0})
+        t.close()
+    assert not (tmp_path / "wandb").exists()
