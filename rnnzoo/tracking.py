@@ -130,7 +130,7 @@ class Tracker:
         warnings.warn(
             f"W&B is unavailable ({error}); training goes on and every value is "
             f"still written to {self.metrics_path}.",
-            stacklevel=5,
+            stacklevel=3,
         )
 
     def flush(self) -> None:
@@ -149,7 +149,8 @@ class Tracker:
         self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
         self._jsonl.flush()
         self._follow(step, values)
-        self._call("log", {**values, "trainer/step": step})
+        row = {k: wandb_support.plain(v) for k, v in values.items()}
+        self._call("log", {**row, "trainer/step": step})
 
     def _follow(self, step: int, values: dict[str, Any]) -> None:
         """Note the latest step, and the main metric's latest and best value."""

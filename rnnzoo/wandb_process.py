@@ -1,38 +1,44 @@
 """W&B in a process of its own (:mod:`rnnzoo.wandb_worker`), seen from training.
 
-Each call is a message on a socket pair: sending one costs the training thread
-tens of microseconds (pickling the values), where W&B's own Python costs it 1 to
-4 ms for a row and 10 to 20 ms for a table or image (docs/performance.md). The
-W&B process runs the calls in the order they were sent; :meth:`WandbProcess.wait`
-returns once it has run all of them.
+Each call is a pickled message on a socket pair. The caller only pickles it and
+leaves it in an outbox (about 0.1 ms for a row, where W&B's own Python takes 1 to
+4 ms for a row and 10 to 20 ms for a table or image, docs/performance.md); a
+thread of this process writes the outbox to the socket. So a send takes no lock
+and cannot be cut in half: it may come from a signal handler, or from output
+written while a value is being pickled, and ``KeyboardInterrupt`` (delivered to
+the main thread only) never stops a message half-written. The W&B process runs
+the calls in the order they were sent; :meth:`WandbProcess.wait` returns once it
+has run all of them.
 
-W&B's console capture can only see its own process, so while the W&B process
-runs, what this process writes to ``sys.stdout`` and ``sys.stderr`` is also sent
-there (unless ``WANDB_CONSOLE=off``); output written below Python, straight to
-the file descriptors, is not.
-
-The first failure (W&B's own, or the W&B process gone) is kept in
-:attr:`WandbProcess.error`; from then on calls are dropped, and nothing here
-waits on a process that is gone.
+The first failure (W&B's own, a value that cannot be pickled, or the W&B process
+gone) is kept in :attr:`WandbProcess.error`; from then on calls are dropped, and
+nothing here waits on a process that is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import socket
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+from rnnzoo.wandb_console import Console
 
 #: seconds a failed W&B process has to tear W&B down before it is killed
 STOP_WAIT = 10.0
 #: answers the W&B process sends: what happened, and its values
 Event = tuple[Any, ...]
+#: the W&B process's entry, without the working directory on its import path (a
+#: ``wandb.py`` lying there must not stand in for W&B)
+ENTRY = "import sys; del sys.path[0]; from rnnzoo.wandb_worker import main; main()"
 
 
 class WandbProcess:
@@ -41,14 +47,17 @@ class WandbProcess:
     def __init__(self, on_event: Callable[[Event], None]) -> None:
         self.error: str | None = None
         self._on_event = on_event
-        self._lock = threading.Lock()  # the training thread and the console both send
         self._waits = 0
+        self._released = False
         self._pid = os.getpid()
+        self._outbox: deque[bytes | None] = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         ours, theirs = socket.socketpair()
         self._conn = Connection(ours.detach())
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "rnnzoo.wandb_worker", str(theirs.fileno())],
+                [sys.executable, "-c", ENTRY, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # what it shows is this process's own output
@@ -56,18 +65,40 @@ class WandbProcess:
                 start_new_session=True,  # Ctrl-C is for training, which then closes W&B
                 env=_environment(),
             )
+        except OSError:
+            self._release()
+            raise
         finally:
             theirs.close()
-        self._console = _Console(self) if os.environ.get("WANDB_CONSOLE") != "off" else None
+        self._writer = threading.Thread(target=self._write, name="rnnzoo-wandb", daemon=True)
+        self._writer.start()
+        self._console = Console(self.send) if os.environ.get("WANDB_CONSOLE") != "off" else None
 
     def call(self, name: str, *arguments: Any) -> None:
         """Send one call (nothing after a failure); handle what has come back."""
         self.send((name, *arguments))
         self.poll()
 
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Queue one message, from any thread, a signal handler too (nothing after a
+        failure, nor from a process forked from this one)."""
+        if self.error is not None or os.getpid() != self._pid:
+            return
+        try:
+            data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            self.error = (
+                f"a {message[0]} call for W&B holds a value that cannot be sent to the "
+                f"W&B process ({type(exc).__name__}: {exc}); log numbers, strings, "
+                "numpy arrays or W&B's own objects"
+            )
+            return
+        self._outbox.append(data)
+        self._wake()
+
     def poll(self) -> None:
         """Handle every answer that has arrived, without waiting."""
-        with contextlib.suppress(OSError, EOFError):
+        with contextlib.suppress(OSError):
             while self.error is None and self._conn.poll(0):
                 self._receive()
 
@@ -87,42 +118,75 @@ class WandbProcess:
         self.send(("close",))
         while self.error is None and self._receive() != ("closed",):
             pass
-        with contextlib.suppress(OSError):
-            self._conn.close()
+        self._release()
         if self._process.wait() != 0 and self.error is None:
             self.error = f"the W&B process ended with exit code {self._process.returncode}"
 
     def stop(self) -> None:
-        """End the W&B process after a failure: it tears W&B down and ends by
-        itself; one that has not after :data:`STOP_WAIT` seconds is killed."""
+        """End the W&B process after a failure: it tears W&B down, or finishes the
+        run once this side has closed, and ends by itself; one that has not after
+        :data:`STOP_WAIT` seconds is killed."""
         if self._console is not None:
             self._console.stop()
-        with contextlib.suppress(OSError):
-            self._conn.close()
+        self._release()
         try:
             self._process.wait(STOP_WAIT)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
 
-    def send(self, message: tuple[Any, ...]) -> None:
-        """Send one message as it is, from any thread (nothing after a failure,
-        nor from a process forked from this one, which shares the socket)."""
-        if self.error is not None or os.getpid() != self._pid:
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):  # full: it is awake anyway
+            os.write(self._wake_w, b"\0")
+
+    def _write(self) -> None:
+        """The writer thread: sends the outbox in order until :meth:`_release`
+        (after a failed send, it only empties the outbox)."""
+        broken = False
+        while True:
+            try:
+                os.read(self._wake_r, 4096)
+            except OSError:
+                return
+            while self._outbox:
+                data = self._outbox.popleft()
+                if data is None:
+                    return
+                if broken:
+                    continue
+                try:
+                    self._conn.send_bytes(data)
+                except OSError:
+                    broken = True
+                    self._gone()
+
+    def _release(self) -> None:
+        """Stop the writer thread after what it has queued, then close the socket:
+        the W&B process then sees this side end. Once."""
+        if self._released:
             return
-        try:
-            with self._lock:
-                self._conn.send(message)
-        except OSError:
-            self._gone()
+        self._released = True
+        self._outbox.append(None)
+        self._wake()
+        if getattr(self, "_writer", None) is not None and self._writer.is_alive():
+            self._writer.join()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            self._conn.close()
 
     def _receive(self) -> Event | None:
-        """The next answer (waiting for it), handled; None once the process failed."""
+        """The next answer (waiting for it), handled; None once the process failed.
+        Interrupted halfway, the stream is lost: W&B is then off."""
         try:
-            event: Event = self._conn.recv()
+            event: Event = pickle.loads(self._conn.recv_bytes())
         except (OSError, EOFError):
             self._gone()
             return None
+        except BaseException:
+            self.error = "interrupted while waiting for the W&B process"
+            raise
         if event[0] == "error":
             self.error = str(event[1])
         else:
@@ -131,6 +195,8 @@ class WandbProcess:
 
     def _gone(self) -> None:
         if self.error is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(1.0)  # a killed process has its exit status soon
             code = self._process.poll()
             self.error = "the W&B process " + (
                 "stopped answering" if code is None else f"ended with exit code {code}"
@@ -145,44 +211,3 @@ def _environment() -> dict[str, str]:
         return dict(os.environ)
     path = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
-
-
-class _Console:
-    """Sends what this process writes to ``sys.stdout`` and ``sys.stderr`` on to
-    the W&B process too, until :meth:`stop`."""
-
-    def __init__(self, process: WandbProcess) -> None:
-        self._process = process
-        self._streams = {
-            "stdout": _Tee(sys.stdout, "stdout", self),
-            "stderr": _Tee(sys.stderr, "stderr", self),
-        }
-        sys.stdout, sys.stderr = self._streams["stdout"], self._streams["stderr"]
-        self.on = True
-
-    def forward(self, stream: str, text: str) -> None:
-        if self.on and text:
-            self._process.send(("console", stream, text))
-
-    def stop(self) -> None:
-        """Stop sending; put the streams back unless another wrapper took them since."""
-        self.on = False
-        if sys.stdout is self._streams["stdout"]:
-            sys.stdout = self._streams["stdout"].stream
-        if sys.stderr is self._streams["stderr"]:
-            sys.stderr = self._streams["stderr"].stream
-
-
-class _Tee:
-    """A text stream that writes to ``stream`` and forwards what it wrote."""
-
-    def __init__(self, stream: TextIO, name: str, console: _Console) -> None:
-        self.stream, self._name, self._console = stream, name, console
-
-    def write(self, text: str) -> int:
-        written = self.stream.write(text)
-        self._console.forward(self._name, text)
-        return written
-
-    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, ...
-        return getattr(self.stream, name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -21,6 +22,34 @@ def choose_mode(configured: str) -> str:
 def cell(value: Any) -> Any:
     """A table cell: non-finite floats become empty (None), as W&B tables want."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+@dataclass
+class Histogram:
+    """The values of a logged tensor, which W&B shows as a histogram."""
+
+    values: Any  # a numpy array
+
+
+def plain(value: Any) -> Any:
+    """A logged value as the W&B process takes it without importing torch: a
+    one-element tensor as its number, another tensor as a :class:`Histogram`."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(value, torch.Tensor):
+        return value
+    value = value.detach().cpu()
+    if value.numel() == 1:
+        return value.item()
+    return Histogram((value.float() if value.is_floating_point() else value).numpy())
+
+
+def from_plain(value: Any) -> Any:
+    """What :func:`plain` made, as W&B logs it (in the W&B process)."""
+    if isinstance(value, Histogram):
+        import wandb
+
+        return wandb.Histogram(value.values)
+    return value
 
 
 def line_chart(columns: list[str], rows: list[list[Any]], x: str, y: str, series: str) -> Any:

@@ -9,19 +9,20 @@ runs beside training instead, and W&B's console capture records what the
 training process prints, which is forwarded to this process's (discarded)
 stdout and stderr.
 
-Started as ``python -m rnnzoo.wandb_worker FD`` with FD one end of a socket pair.
-Each message is a tuple ``(name, *arguments)`` (:data:`CALLS`); it answers
+Started with FD, one end of a socket pair, as its argument. Each message is a
+pickled tuple ``(name, *arguments)`` (:data:`CALLS`); it answers
 ``("started", address)`` after ``init``, ``("sent", key, cpu_seconds)`` after
 each table, ``("waited", token)`` after ``wait`` and ``("closed",)`` once the run
 is written out. The first call that fails is answered ``("error", text)``, W&B
 is torn down and the process ends. When the training process goes away without
-``close`` (killed), the run is finished with what was logged so far.
+``close`` (killed), the run is finished with every call that had arrived.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -39,23 +40,32 @@ class Worker:
         self.conn = conn
         self.run: Any = None
         self.run_id = ""
+        self.answering = True
+
+    def answer(self, *event: Any) -> None:
+        """Tell the training process; once it is gone, go on without telling."""
+        if self.answering:
+            try:
+                self.conn.send_bytes(pickle.dumps(event, pickle.HIGHEST_PROTOCOL))
+            except OSError:
+                self.answering = False
 
     def init(self, settings: dict[str, Any], main_metric: tuple[str, str] | None) -> None:
         import wandb
 
-        quiet = "WANDB_SILENT" not in os.environ and "WANDB_QUIET" not in os.environ
         self.run_id = settings["id"]
-        run = wandb.init(**settings, settings=wandb.Settings(silent=True) if quiet else None)
+        # W&B's own messages would only reach the discarded output of this process
+        run = wandb.init(**settings, settings=wandb.Settings(silent=True))
         self.run = run
         run.define_metric("trainer/step")
         run.define_metric("*", step_metric="trainer/step")
         if main_metric is not None:
             key, direction = main_metric
             run.define_metric(key, step_metric="trainer/step", summary=f"{direction},last")
-        self.conn.send(("started", wandb_support.address(run)))
+        self.answer("started", wandb_support.address(run))
 
     def log(self, row: dict[str, Any]) -> None:
-        self.run.log(row)
+        self.run.log({key: wandb_support.from_plain(value) for key, value in row.items()})
 
     def table(
         self,
@@ -75,7 +85,7 @@ class Worker:
                 media[f"{key}_plot"] = wandb_support.line_chart(columns, newest, *line)
             self.run.log({**media, "trainer/step": step})
         finally:
-            self.conn.send(("sent", key, time.thread_time() - started))
+            self.answer("sent", key, time.thread_time() - started)
 
     def images(self, step: int, pngs: dict[str, tuple[str, bytes]]) -> None:
         """PNG files sent as bytes: the training process redraws its own copies."""
@@ -105,7 +115,7 @@ class Worker:
         out.flush()
 
     def wait(self, token: int) -> None:
-        self.conn.send(("waited", token))
+        self.answer("waited", token)
 
     def finish(self) -> None:
         """Write the run out; offline, a resumed run's new folder joins its first."""
@@ -132,8 +142,8 @@ def serve(conn: Connection) -> None:
     try:
         while True:
             try:
-                name, *arguments = conn.recv()
-            except EOFError:  # the training process is gone: keep what it logged
+                name, *arguments = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError):  # the training process is gone: keep what it logged
                 break
             if name == "close":
                 break
@@ -142,20 +152,16 @@ def serve(conn: Connection) -> None:
             getattr(worker, name)(*arguments)
         worker.finish()
     except BaseException as exc:  # noqa: BLE001 - W&B may raise anything, SystemExit too
-        with contextlib.suppress(OSError):
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        worker.answer("error", f"{type(exc).__name__}: {exc}")
         with contextlib.suppress(BaseException):
             import wandb
 
             wandb.teardown()
         return
-    with contextlib.suppress(OSError):
-        conn.send(("closed",))
+    worker.answer("closed")
 
 
 def main() -> None:
-    serve(Connection(int(sys.argv[1])))
-
-
-if __name__ == "__main__":
-    main()
+    fd = int(sys.argv[1])
+    os.set_inheritable(fd, False)  # W&B's service must not keep the socket open
+    serve(Connection(fd))

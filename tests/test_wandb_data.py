@@ -221,17 +221,18 @@ def test_system_metrics_and_console_follow_the_wandb_settings(tmp_path, monkeypa
     W&B runs in a process of its own; what this process prints reaches its console
     log all the same, and the streams are this process's own again after close."""
     monkeypatch.setenv("WANDB_X_STATS_SAMPLING_INTERVAL", "0.1")  # a sample comes soon
-    stdout = sys.stdout
+    stdout, stderr = sys.stdout, sys.stderr
     on = tracker(tmp_path / "on", "defaults")
     print("a line for the console log", flush=True)
     on.log(1, {"train/loss": 1.0})
     on.flush()
     time.sleep(1.0)  # ten sampling intervals
     on.close()
-    assert sys.stdout is stdout
+    assert (sys.stdout, sys.stderr) == (stdout, stderr)
     monkeypatch.setenv("WANDB_X_DISABLE_STATS", "true")
     monkeypatch.setenv("WANDB_CONSOLE", "off")
     off = tracker(tmp_path / "off", "switched-off")
+    assert (sys.stdout, sys.stderr) == (stdout, stderr)  # nothing passed on
     print("a line for nobody", flush=True)
     off.log(1, {"train/loss": 1.0})
     off.flush()

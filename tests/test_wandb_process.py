@@ -8,11 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from wandb_records import read_run, run_files, tables
 
 from rnnzoo.tracking import Tracker
@@ -76,6 +78,50 @@ def test_a_wandb_process_that_cannot_start_costs_one_warning(tmp_path, monkeypat
         t.close()
     assert len(caught) == 1 and "did not start" in str(caught[0].message)
     assert (tmp_path / "metrics.jsonl").read_text().count("train/loss") == 1
+
+
+class Noisy:
+    """A value that writes to stderr while it is being pickled."""
+
+    def __reduce__(self):
+        print("pickling a noisy value", file=sys.stderr, flush=True)
+        return float, (2.5,)
+
+
+def test_output_written_while_a_call_is_sent_neither_hangs_nor_is_lost(tmp_path):
+    """A send takes no lock, so output written in the middle of one (here while a
+    value is pickled; a signal handler is the other case) is passed on too."""
+    t = tracker(tmp_path)
+    t.log(1, {"train/loss": 1.0, "noisy": Noisy()})
+    t.close()
+    (log,) = run_files(tmp_path)
+    run = read_run(log)
+    assert [h["noisy"] for h in run.history if "noisy" in h] == [2.5]
+    assert "pickling a noisy value" in run.output
+
+
+def test_tensors_arrive_as_numbers_and_histograms(tmp_path):
+    t = tracker(tmp_path)
+    t.log(1, {"train/loss": torch.tensor(0.5), "weights": torch.arange(6.0)})
+    t.close()
+    (log,) = run_files(tmp_path)
+    (row,) = [h for h in read_run(log).history if "train/loss" in h]
+    assert row["train/loss"] == 0.5
+    assert row["weights/_type"] == "histogram"
+    assert sum(row["weights/values"]) == 6  # every element counted once
+
+
+def test_a_value_that_cannot_be_sent_costs_one_warning_and_keeps_the_rest(tmp_path):
+    t = tracker(tmp_path)
+    t.log(1, {"train/loss": 1.0})
+    with pytest.warns(UserWarning, match="W&B is unavailable") as caught:
+        t.log(2, {"lock": threading.Lock()})
+        t.log(3, {"train/loss": 0.5})
+        t.close()
+    assert len(caught) == 1 and "cannot be sent" in str(caught[0].message)
+    assert steps(tmp_path) == [1]  # W&B finished the run with what it had
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
 
 
 KILLED = """
