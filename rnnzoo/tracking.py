@@ -149,8 +149,9 @@ class Tracker:
         self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
         self._jsonl.flush()
         self._follow(step, values)
-        row = {k: wandb_support.plain(v) for k, v in values.items()}
-        self._call("log", {**row, "trainer/step": step})
+        if self._wandb is not None:
+            row = {k: wandb_support.plain(v) for k, v in values.items()}
+            self._call("log", {**row, "trainer/step": step})
 
     def _follow(self, step: int, values: dict[str, Any]) -> None:
         """Note the latest step, and the main metric's latest and best value."""
