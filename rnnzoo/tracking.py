@@ -54,6 +54,9 @@ class Tracker:
 
     ``main_metric`` is ``(key, "min" | "max")``: W&B's summary of ``key`` keeps
     its best and its last value, and checkpoints logged as model artifacts carry it.
+    ``lock``, the run folder's lock (:class:`rnnzoo.training.lock.RunLock`), is held
+    by the W&B process too, so the folder stays locked until W&B has written the
+    run out, even when training was killed.
     W&B's calls, ``wandb.init`` included, run in a process of their own, in order
     (:mod:`rnnzoo.wandb_process`); :meth:`close` waits for them.
     """
@@ -74,6 +77,7 @@ class Tracker:
         job_type: str | None = None,
         main_metric: tuple[str, str] | None = None,
         log_model: bool | str = False,
+        lock: int | None = None,
     ) -> None:
         self.run_dir, self.log_model = run_dir, log_model
         self.run_id = run_id
@@ -100,7 +104,7 @@ class Tracker:
             init.update(entity=entity, notes=notes, job_type=job_type, config=config)
             init.update(mode=mode, dir=str(run_dir), id=run_id, resume="allow")
             try:
-                self._wandb = WandbProcess(self._answer)
+                self._wandb = WandbProcess(self._answer, lock)
             except OSError as exc:  # W&B must never stop a run
                 self._unavailable(f"the W&B process did not start: {exc}")
             self._call("init", init, main_metric)

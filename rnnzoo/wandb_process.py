@@ -44,7 +44,9 @@ ENTRY = "import sys; del sys.path[0]; from rnnzoo.wandb_worker import main; main
 class WandbProcess:
     """Starts the W&B process; :meth:`call` sends it calls, in order."""
 
-    def __init__(self, on_event: Callable[[Event], None]) -> None:
+    def __init__(self, on_event: Callable[[Event], None], lock: int | None = None) -> None:
+        """``lock``: a locked file's descriptor that the W&B process keeps open
+        until it ends (and marks as its own if training goes first)."""
         self.error: str | None = None
         self._on_event = on_event
         self._waits = 0
@@ -57,8 +59,8 @@ class WandbProcess:
         self._conn = Connection(ours.detach())
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", ENTRY, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
+                [sys.executable, "-c", ENTRY, str(theirs.fileno()), str(lock or "")],
+                pass_fds=(theirs.fileno(), *([lock] if lock is not None else [])),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # what it shows is this process's own output
                 stderr=subprocess.DEVNULL,

@@ -135,15 +135,20 @@ class Worker:
 CALLS = ("init", "log", "table", "images", "artifact", "summary", "console", "wait")
 
 
-def serve(conn: Connection) -> None:
+def serve(conn: Connection, lock: int | None = None) -> None:
     """Run the calls that arrive until ``close``, the training process's end, or
-    the first failure."""
+    the first failure. ``lock``, the run folder's lock, stays held until this
+    process ends; once training is gone, its file names this process."""
     worker = Worker(conn)
     try:
         while True:
             try:
                 name, *arguments = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):  # the training process is gone: keep what it logged
+                if lock is not None:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(lock, 0)
+                        os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)
                 break
             if name == "close":
                 break
@@ -162,6 +167,8 @@ def serve(conn: Connection) -> None:
 
 
 def main() -> None:
-    fd = int(sys.argv[1])
-    os.set_inheritable(fd, False)  # W&B's service must not keep the socket open
-    serve(Connection(fd))
+    fd, lock = int(sys.argv[1]), int(sys.argv[2]) if sys.argv[2] else None
+    for kept in (fd, lock):  # W&B's service must not keep them open
+        if kept is not None:
+            os.set_inheritable(kept, False)
+    serve(Connection(fd), lock)

@@ -17,7 +17,9 @@ import pytest
 import torch
 from wandb_records import read_run, run_files, tables
 
+from rnnzoo.errors import UsageError
 from rnnzoo.tracking import Tracker
+from rnnzoo.training.lock import LOCK_NAME, RunLock, fcntl
 
 
 @pytest.fixture(autouse=True)
@@ -27,11 +29,11 @@ def offline(monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
-def tracker(run_dir: Path) -> Tracker:
+def tracker(run_dir: Path, lock: int | None = None) -> Tracker:
     run_dir.mkdir(exist_ok=True)
     return Tracker(
         run_dir, run_id="proc", config={"model.cell": "gru"}, project="rnnzoo-tests",
-        name="proc", group=None, tags=[], wandb_mode="offline",
+        name="proc", group=None, tags=[], wandb_mode="offline", lock=lock,
     )  # fmt: skip
 
 
@@ -124,13 +126,34 @@ def test_a_value_that_cannot_be_sent_costs_one_warning_and_keeps_the_rest(tmp_pa
     assert [r["step"] for r in rows] == [1, 2, 3]
 
 
+@pytest.mark.skipif(fcntl is None, reason="run folders are locked with flock")
+def test_the_run_folder_stays_locked_until_wandb_has_written_the_run(tmp_path):
+    """The W&B process holds the run folder's lock too: a second writer is refused
+    until W&B is done, even once training has let go of it."""
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    t = tracker(tmp_path, lock.fileno)
+    t.log(1, {"train/loss": 1.0})
+    t.flush()
+    lock.release()  # training lets go; the W&B process still holds it
+    with pytest.raises(UsageError, match="in use by another rnnzoo process"):
+        RunLock(tmp_path).acquire()
+    t.close()
+    second = RunLock(tmp_path)
+    second.acquire()  # W&B is done: free
+    second.release()
+
+
 KILLED = """
 import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
+from rnnzoo.training.lock import RunLock
 from test_wandb_process import tracker
 
-t = tracker(Path({run!r}))
+lock = RunLock(Path({run!r}))
+lock.acquire()
+t = tracker(Path({run!r}), lock.fileno)
 for step in range(1, 6):
     t.log(step, {{"train/loss": 1.0 / step}})
 t.log_table(5, "table", ["step", "x"], [[5, 0]])
@@ -154,8 +177,8 @@ def gone(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_a_killed_training_process_keeps_what_it_logged(tmp_path):
-    """The W&B process sees the training process go and finishes the run with
-    every call it had."""
+    """The W&B process sees the training process go, finishes the run with every
+    call it had, and holds the run folder's lock until then, naming itself."""
     script = KILLED.format(tests=str(Path(__file__).parent), run=str(tmp_path))
     env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
     proc = subprocess.run(
@@ -171,6 +194,7 @@ def test_a_killed_training_process_keeps_what_it_logged(tmp_path):
     (log,) = run_files(tmp_path)
     assert sorted(tables(log, "table")) == [5]
     assert "exit" in read_run(log).record_types  # finished, not cut off
+    assert (tmp_path / LOCK_NAME).read_text().strip() == str(worker)
 
 
 def test_without_wandb_no_process_starts(tmp_path, monkeypatch):

@@ -56,3 +56,9 @@ class RunLock:
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+    @property
+    def fileno(self) -> int | None:
+        """The locked file's descriptor while held: a process given a copy keeps
+        the folder locked until it, too, has closed it (the W&B process does)."""
+        return self._fd

@@ -161,6 +161,7 @@ class RunFolder:
             job_type=t.job_type,
             main_metric=main_metric(cfg, task) if task is not None else None,
             log_model=t.log_model,
+            lock=self.lock.fileno,
         )
 
     def save_checkpoint(
