@@ -107,7 +107,8 @@ class Tracker:
                 self._wandb = WandbProcess(self._answer, lock)
             except OSError as exc:  # W&B must never stop a run
                 self._unavailable(f"the W&B process did not start: {exc}")
-            self._call("init", init, main_metric)
+            else:
+                self._call("init", init, main_metric)
 
     def _answer(self, event: tuple[Any, ...]) -> None:
         """What the W&B process reports back (see :mod:`rnnzoo.wandb_worker`)."""

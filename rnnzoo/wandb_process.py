@@ -57,9 +57,17 @@ class WandbProcess:
         os.set_blocking(self._wake_w, False)
         ours, theirs = socket.socketpair()
         self._conn = Connection(ours.detach())
+        self._writer = threading.Thread(target=self._write, name="rnnzoo-wandb", daemon=True)
+        self._writer.start()
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", ENTRY, str(theirs.fileno()), str(lock or "")],
+                [
+                    sys.executable,
+                    "-c",
+                    ENTRY,
+                    str(theirs.fileno()),
+                    "" if lock is None else str(lock),
+                ],
                 pass_fds=(theirs.fileno(), *([lock] if lock is not None else [])),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # what it shows is this process's own output
@@ -72,8 +80,6 @@ class WandbProcess:
             raise
         finally:
             theirs.close()
-        self._writer = threading.Thread(target=self._write, name="rnnzoo-wandb", daemon=True)
-        self._writer.start()
         self._console = Console(self.send) if os.environ.get("WANDB_CONSOLE") != "off" else None
 
     def call(self, name: str, *arguments: Any) -> None:
@@ -170,8 +176,7 @@ class WandbProcess:
         self._released = True
         self._outbox.append(None)
         self._wake()
-        if getattr(self, "_writer", None) is not None and self._writer.is_alive():
-            self._writer.join()
+        self._writer.join()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -9,7 +9,8 @@ runs beside training instead, and W&B's console capture records what the
 training process prints, which is forwarded to this process's (discarded)
 stdout and stderr.
 
-Started with FD, one end of a socket pair, as its argument. Each message is a
+Started with two arguments: FD, one end of a socket pair, and the descriptor of
+the run folder's lock it keeps open (or an empty one). Each message is a
 pickled tuple ``(name, *arguments)`` (:data:`CALLS`); it answers
 ``("started", address)`` after ``init``, ``("sent", key, cpu_seconds)`` after
 each table, ``("waited", token)`` after ``wait`` and ``("closed",)`` once the run

@@ -149,7 +149,7 @@ import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from rnnzoo.training.lock import RunLock
-from test_wandb_process import tracker
+from test_wandb_process import tracker, wandb_processes
 
 lock = RunLock(Path({run!r}))
 lock.acquire()
@@ -158,11 +158,7 @@ for step in range(1, 6):
     t.log(step, {{"train/loss": 1.0 / step}})
 t.log_table(5, "table", ["step", "x"], [[5, 0]])
 t.flush()  # W&B has every call; then the training process dies without closing
-for stat in Path("/proc").glob("[0-9]*/stat"):  # the W&B process, a child of this one
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    cmdline = (stat.parent / "cmdline").read_bytes()
-    if int(fields[1]) == os.getpid() and b"rnnzoo.wandb_worker" in cmdline:
-        print(stat.parent.name, flush=True)
+print(*wandb_processes(), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -185,7 +181,7 @@ def test_a_killed_training_process_keeps_what_it_logged(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
     )
     assert proc.returncode == -9, proc.stderr
-    worker = int(proc.stdout.split()[0])
+    (worker,) = map(int, proc.stdout.split())  # exactly one W&B process
     deadline = time.monotonic() + 120
     while not gone(worker) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -197,11 +193,30 @@ def test_a_killed_training_process_keeps_what_it_logged(tmp_path):
     assert (tmp_path / LOCK_NAME).read_text().strip() == str(worker)
 
 
-def test_without_wandb_no_process_starts(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "disabled")
+def wandb_processes() -> list[int]:
+    """The W&B processes this process has started and that are still there."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == os.getpid() and b"rnnzoo.wandb_worker" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("mode", ["offline", "disabled"])
+def test_a_wandb_process_lives_exactly_as_long_as_an_enabled_tracker(tmp_path, monkeypatch, mode):
+    monkeypatch.setenv("WANDB_MODE", mode)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         t = tracker(tmp_path)
         t.log(1, {"train/loss": 1.0})
+        alive = wandb_processes()
         t.close()
-    assert not (tmp_path / "wandb").exists()
+    assert len(alive) == (mode == "offline")
+    assert not set(alive) & set(wandb_processes())  # ended and reaped by close
+    assert (tmp_path / "wandb").exists() == (mode == "offline")
