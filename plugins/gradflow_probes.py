@@ -13,9 +13,12 @@ W&B with the per-parameter gradient norms before (``grad/preclip/*``) and after
 ``gradflow.jsonl`` and, as data runs compare, to the W&B table ``gradflow/curves``
 (one row per curve and time step, :data:`COLUMNS`) with its line chart
 ``gradflow/curves_plot`` (``||dL_T/dh_t||`` against the distance T - t); the line
-plot and heatmap to ``gradflow/`` and W&B images. Tables and figures stay within
-1 % of the run's time each: a probe whose table would exceed it has its rows sent
-with a later probe's table (each row names its probe's step), or at the end.
+plot and heatmap to ``gradflow/`` and W&B images, drawn by the figure process
+(:mod:`rnnzoo.gradflow_figures`) while training goes on, and logged once drawn.
+Tables and figures stay within 1 % of the run's time each: a probe whose table
+would exceed it has its rows sent with a later probe's table (each row names its
+probe's step), or at the end; a probe whose figures would exceed it is drawn
+later, or at the end.
 
 It uses only what :class:`rnnzoo.events.TrainingRun` offers a plugin.
 """
@@ -30,8 +33,8 @@ from typing import Any
 
 from rnnzoo import gradflow, hookimpl
 from rnnzoo.events import TrainingRun
+from rnnzoo.gradflow_figures import GradflowFigures
 from rnnzoo.model import RNNModel
-from rnnzoo.plots import GradflowFigures
 
 RECORDS = "gradflow.jsonl"
 #: the W&B table of every probe: its step, the time step t, the distance T - t to
@@ -110,8 +113,12 @@ def rnnzoo_before_optimizer_step(run: TrainingRun, step: int) -> None:
 
 @hookimpl
 def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
-    probes = _due(run, step)
+    probes = _active.get(run)
     if probes is None:
+        return
+    if probes.figures.busy and (drawn := probes.figures.collect()):
+        run.log_images(drawn)
+    if step % probes.every:
         return
     settings = run.config.gradflow
     model = run.model
@@ -125,7 +132,7 @@ def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
     rows = table_rows(step, result, str(run.config.model.cell))
     line = ("distance", "grad_h_last_loss", "curve")
     run.log_table(TABLE, COLUMNS, rows, line=line, share=TABLE_SHARE)
-    images = probes.figures.add(step, result)  # redrawn within a time budget
+    images = probes.figures.add(step, result)  # drawn aside, within a time budget
     if images:
         run.log_images(images)
 

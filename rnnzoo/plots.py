@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
-
-from rnnzoo.gradflow import GradflowResult
-from rnnzoo.timeshare import TimeShare
 
 #: W&B keys of the figures a training run logs
 LINE_KEY, HEATMAP_KEY = "gradflow/grad_h_plot", "gradflow/heatmap"
@@ -27,19 +24,22 @@ def _floor(values: ArrayLike) -> np.ndarray:
 
 
 def _save(fig: Figure, path: Path, dpi: int) -> Path:
+    """Write the PNG whole or not at all (a reader never sees half a figure)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    partial = path.with_name(path.name + ".part")
+    fig.savefig(partial, dpi=dpi, format="png")
+    os.replace(partial, path)
     return path
 
 
-def line_plot(path: Path, result: GradflowResult, step: int) -> Path:
+def line_plot(path: Path, curves: Mapping[str, Sequence[float]], step: int) -> Path:
     """``log10 ||dL/dh_t||`` over time steps t, one line per layer and direction
-    (log10 values on a linear axis: the same scale as the heatmap, and quicker to
-    draw than a log axis)."""
+    (``curves``: a probe's ``per_step``; log10 values on a linear axis: the same
+    scale as the heatmap, and quicker to draw than a log axis)."""
     fig = Figure(figsize=(6, 3.5))
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.14, top=0.91)
     ax = fig.add_subplot()
-    for key, curve in result.per_step.items():
+    for key, curve in curves.items():
         ax.plot(np.log10(_floor(curve)), label=key)
     ax.set_xlabel("time step t")
     ax.set_ylabel("log10 ||dL/dh_t||")
@@ -73,55 +73,20 @@ def heatmap(path: Path, rows: Sequence[Sequence[float]], steps: Sequence[int]) -
     return _save(fig, path, dpi=80)
 
 
-class GradflowFigures:
-    """A run's gradient-flow figures in ``folder``: the line plot of the latest
-    probe and the heatmap over all probes so far.
-
-    Drawing costs far more than probing, so a probe is drawn only while drawing
-    stays within ``share`` of the training thread's time since this object was made
-    (:class:`rnnzoo.timeshare.TimeShare`; the first drawing is estimated at
-    ``first_cost`` seconds); :meth:`finish` draws the latest probe at the end of
-    training. ``rows`` and ``steps`` are the heatmap's data.
-    """
-
-    def __init__(self, folder: Path, share: float = 0.01, first_cost: float = 0.5) -> None:
-        self.folder = folder
-        self.share = share
-        self.rows: list[list[float]] = []
-        self.steps: list[int] = []
-        self._latest: GradflowResult | None = None
-        self._drawn = True
-        self._budget = TimeShare(first_cost)
-
-    def add(self, step: int, result: GradflowResult) -> dict[str, Path]:
-        """Record one probe; redraw when the budget allows. Returns ``{W&B key:
-        path}`` of the figures drawn (empty when skipped)."""
-        self.rows.append(list(result.per_step["layer0/dir0"]))
-        self.steps.append(step)
-        self._latest, self._drawn = result, False
-        return self.draw() if self._budget.allows(self.share) else {}
-
-    def finish(self) -> dict[str, Path]:
-        """Draw the latest probe if :meth:`add` skipped it."""
-        return {} if self._drawn else self.draw()
-
-    def draw(self) -> dict[str, Path]:
-        if self._latest is None:
-            return {}
-        with self._budget.timed():
-            images = {
-                LINE_KEY: line_plot(self.folder / "grad_h.png", self._latest, self.steps[-1]),
-                HEATMAP_KEY: heatmap(self.folder / "heatmap.png", self.rows, self.steps),
-            }
-        self._drawn = True
-        return images
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "steps": self.steps}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.rows = [list(r) for r in state.get("rows", [])]
-        self.steps = list(state.get("steps", []))
+def gradflow_figures(
+    folder: Path,
+    curves: Mapping[str, Sequence[float]],
+    step: int,
+    rows: Sequence[Sequence[float]],
+    steps: Sequence[int],
+) -> dict[str, Path]:
+    """A run's two gradient-flow figures in ``folder``: the line plot of the probe
+    at ``step`` (its ``per_step`` curves) and the heatmap of every probe so far
+    (``rows``, the first layer's curves, at ``steps``). Returns ``{W&B key: path}``."""
+    return {
+        LINE_KEY: line_plot(folder / "grad_h.png", curves, step),
+        HEATMAP_KEY: heatmap(folder / "heatmap.png", rows, steps),
+    }
 
 
 def reach_figure(

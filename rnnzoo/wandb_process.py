@@ -20,25 +20,19 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import socket
 import subprocess
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
+from rnnzoo.sideprocess import launch
 from rnnzoo.wandb_console import Console
 
 #: seconds a failed W&B process has to tear W&B down before it is killed
 STOP_WAIT = 10.0
 #: answers the W&B process sends: what happened, and its values
 Event = tuple[Any, ...]
-#: the W&B process's entry, without the working directory on its import path (a
-#: ``wandb.py`` lying there must not stand in for W&B)
-ENTRY = "import sys; del sys.path[0]; from rnnzoo.wandb_worker import main; main()"
 
 
 class WandbProcess:
@@ -55,31 +49,19 @@ class WandbProcess:
         self._outbox: deque[bytes | None] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        ours, theirs = socket.socketpair()
-        self._conn = Connection(ours.detach())
-        self._writer = threading.Thread(target=self._write, name="rnnzoo-wandb", daemon=True)
-        self._writer.start()
         try:
-            self._process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    ENTRY,
-                    str(theirs.fileno()),
-                    "" if lock is None else str(lock),
-                ],
-                pass_fds=(theirs.fileno(), *([lock] if lock is not None else [])),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,  # what it shows is this process's own output
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C is for training, which then closes W&B
-                env=_environment(),
+            self._process, self._conn = launch(
+                "rnnzoo.wandb_worker",
+                "main",
+                "" if lock is None else str(lock),
+                keep=() if lock is None else (lock,),
             )
         except OSError:
-            self._release()
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
             raise
-        finally:
-            theirs.close()
+        self._writer = threading.Thread(target=self._write, name="rnnzoo-wandb", daemon=True)
+        self._writer.start()
         self._console = Console(self.send) if os.environ.get("WANDB_CONSOLE") != "off" else None
 
     def call(self, name: str, *arguments: Any) -> None:
@@ -208,13 +190,3 @@ class WandbProcess:
             self.error = "the W&B process " + (
                 "stopped answering" if code is None else f"ended with exit code {code}"
             )
-
-
-def _environment() -> dict[str, str]:
-    """This process's environment; where this rnnzoo was imported from a source
-    tree rather than an installed package, that tree first on the import path."""
-    root = Path(__file__).resolve().parents[1]
-    if root.name in ("site-packages", "dist-packages"):
-        return dict(os.environ)
-    path = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}

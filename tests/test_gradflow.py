@@ -33,8 +33,8 @@ from rnnzoo.gradflow import (
     reach,
 )
 from rnnzoo.gradflow_demo import run_demo
+from rnnzoo.gradflow_figures import GradflowFigures
 from rnnzoo.model import RNNModel
-from rnnzoo.plots import GradflowFigures
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.registry import Registry
 from rnnzoo.training import Trainer
@@ -493,11 +493,11 @@ def test_figures_are_redrawn_within_their_time_budget(tmp_path: Path) -> None:
     model = build_model(spec, cell="elman", hidden_size=4, head="sequence")
     result = probe(model, Batch(inputs=torch.randn(2, 7, 2), targets=torch.randn(2)))
     keys = {"gradflow/grad_h_plot", "gradflow/heatmap"}
-    unlimited = GradflowFigures(tmp_path / "every", share=1e9, first_cost=0.0)
+    unlimited = GradflowFigures(tmp_path / "every", share=1e9, first_cost=0.0, aside=False)
     assert set(unlimited.add(10, result)) == keys
     assert set(unlimited.add(20, result)) == keys
     assert unlimited.finish() == {}  # the latest probe is drawn already
-    no_budget = GradflowFigures(tmp_path / "end", share=0.0)
+    no_budget = GradflowFigures(tmp_path / "end", share=0.0, aside=False)
     assert no_budget.add(10, result) == no_budget.add(20, result) == {}
     drawn = no_budget.finish()  # the end of training draws the latest probe
     assert set(drawn) == keys and all(p.read_bytes().startswith(PNG_MAGIC) for p in drawn.values())

@@ -1,0 +1,103 @@
+"""The figure process: draws a run's gradient-flow figures beside training.
+
+Drawing the two figures takes matplotlib 0.3 to 0.5 s of CPU. In the training
+process that time comes out of the training thread (a thread of its own would
+still hold the interpreter most of that time); here the training process hands
+over the numbers of one drawing and goes on, and the figure process draws them
+on another core. :class:`rnnzoo.gradflow_figures.GradflowFigures` decides when
+to draw and falls back to drawing in the training process when this one cannot
+start or fails.
+
+Each message is a pickled ``("draw", folder, curves, step, new_rows,
+new_steps)``: the figure process adds ``new_rows`` and ``new_steps`` to the
+heatmap's rows it keeps, draws (:func:`rnnzoo.plots.gradflow_figures`) and
+answers ``("drawn", {W&B key: path}, cpu_seconds)``, or ``("error", text)``. It
+ends when the training process closes its end of the socket, or goes away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import subprocess
+import sys
+import time
+import weakref
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from rnnzoo.sideprocess import launch
+
+#: seconds a figure process that has been told to end may take before it is killed
+END_WAIT = 2.0
+
+
+class FigureProcess:
+    """The training side of one figure process; it ends with this object, at the
+    latest when the training process exits."""
+
+    def __init__(self) -> None:
+        """Raises ``OSError`` when the process cannot start."""
+        self.process, self._conn = launch("rnnzoo.figure_process", "serve")
+        self.close = weakref.finalize(self, _end, self.process, self._conn)
+
+    def draw(
+        self,
+        folder: Path,
+        curves: dict[str, list[float]],
+        step: int,
+        new_rows: Sequence[Sequence[float]],
+        new_steps: Sequence[int],
+    ) -> None:
+        """Hand over one drawing. Raises ``OSError`` when the process is gone."""
+        message = ("draw", folder, curves, step, list(new_rows), list(new_steps))
+        self._conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+    def answer(self, timeout: float = 0.0) -> tuple[Any, ...] | None:
+        """The answer to the drawing in flight, waiting up to ``timeout`` seconds
+        for it (None: not yet). Raises ``EOFError`` or ``OSError`` when the
+        process is gone."""
+        if not self._conn.poll(timeout):
+            return None
+        answer: tuple[Any, ...] = pickle.loads(self._conn.recv_bytes())
+        return answer
+
+
+def _end(process: subprocess.Popen[bytes], conn: Connection) -> None:
+    """Close the socket (the process then ends after its drawing) and reap it."""
+    with contextlib.suppress(OSError):
+        conn.close()
+    try:
+        process.wait(END_WAIT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def serve() -> None:
+    """The figure process's main loop (started by :class:`FigureProcess`)."""
+    from rnnzoo.plots import gradflow_figures
+
+    conn = Connection(int(sys.argv[1]))
+    rows: list[Sequence[float]] = []
+    steps: list[int] = []
+    while True:
+        try:
+            _, folder, curves, step, new_rows, new_steps = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):  # training has closed its end, or is gone
+            return
+        rows += new_rows
+        steps += new_steps
+        started = time.process_time()
+        answer: tuple[Any, ...]
+        try:
+            images = gradflow_figures(folder, curves, step, rows, steps)
+            answer = ("drawn", images, time.process_time() - started)
+        except Exception as exc:
+            answer = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send_bytes(pickle.dumps(answer, pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            return

@@ -1,0 +1,145 @@
+"""The gradient-flow figures drawn in the figure process while training goes on:
+the same figures as drawn in the training process, logged to W&B once drawn, and
+drawn in the training process after all when the figure process cannot start or
+is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from wandb_records import read_run, run_files
+
+from rnnzoo import Batch, TaskSpec, build_model, config, gradflow_figures, hookimpl
+from rnnzoo.events import TrainingRun
+from rnnzoo.gradflow import GradflowResult, probe
+from rnnzoo.gradflow_figures import GradflowFigures
+from rnnzoo.plugins import plugin_manager
+from rnnzoo.registry import Registry
+from rnnzoo.training import Trainer
+
+KEYS = {"gradflow/grad_h_plot", "gradflow/heatmap"}
+WAIT = 60.0
+
+
+def probe_result(seed: int) -> GradflowResult:
+    torch.manual_seed(seed)
+    spec = TaskSpec("real", 2, "real", 1, per_token=False)
+    model = build_model(spec, cell="elman", hidden_size=4, head="sequence")
+    return probe(model, Batch(inputs=torch.randn(2, 7, 2), targets=torch.randn(2)))
+
+
+@pytest.fixture
+def drawn_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The steps of the probes drawn in this (the training) process."""
+    steps: list[int] = []
+    draw = gradflow_figures.gradflow_figures
+
+    def counted(folder: Path, curves: dict, step: int, *rest: object) -> dict[str, Path]:
+        steps.append(step)
+        return draw(folder, curves, step, *rest)
+
+    monkeypatch.setattr(gradflow_figures, "gradflow_figures", counted)
+    return steps
+
+
+def test_the_figure_process_draws_what_training_would(tmp_path: Path, drawn_here: list[int]):
+    first, second = probe_result(0), probe_result(1)
+    aside = GradflowFigures(tmp_path / "aside", share=1e9, first_cost=0.0)
+    assert aside.add(10, first) == {} and aside.busy  # handed over, training goes on
+    assert set(aside.collect(WAIT)) == KEYS and not aside.busy
+    assert aside.add(20, second) == {}  # the second probe's row is sent alone
+    images = aside.finish()
+    assert set(images) == KEYS and drawn_here == []
+    here = GradflowFigures(tmp_path / "here", share=1e9, first_cost=0.0, aside=False)
+    here.add(10, first)
+    expected = here.add(20, second)
+    for key, path in images.items():  # the same figures, byte for byte
+        assert path.parent == tmp_path / "aside"
+        assert path.read_bytes() == expected[key].read_bytes()
+    assert not list(tmp_path.glob("*/*.part"))
+
+
+def test_figures_are_drawn_here_when_the_figure_process_cannot_start(
+    tmp_path: Path, drawn_here: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cannot(*args: object, **kwargs: object) -> None:
+        raise OSError("no processes left")
+
+    monkeypatch.setattr("rnnzoo.figure_process.launch", cannot)
+    figures = GradflowFigures(tmp_path, share=1e9, first_cost=0.0)
+    assert set(figures.add(10, probe_result(0))) == KEYS and drawn_here == [10]
+    assert not figures.busy
+
+
+@pytest.mark.parametrize("when", ["drawing", "idle"])
+def test_a_killed_figure_process_leaves_the_drawing_to_training(
+    tmp_path: Path, drawn_here: list[int], when: str
+) -> None:
+    figures = GradflowFigures(tmp_path, share=1e9, first_cost=0.0)
+    figures.add(10, probe_result(0))
+    assert figures._process is not None
+    process = figures._process.process
+    if when == "idle":
+        assert set(figures.collect(WAIT)) == KEYS
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    if when == "idle":  # the next probe cannot be handed over: drawn here at once
+        assert set(figures.add(20, probe_result(1))) == KEYS
+        assert drawn_here == [20]
+    else:  # the drawing in flight is lost: the end of training draws the latest probe
+        assert figures.collect(WAIT) == {} and not figures.busy
+        assert set(figures.finish()) == KEYS and drawn_here == [10]
+    assert figures._process is None
+
+
+class SlowStep:
+    """At step 3, waits for the figure process to finish drawing the probe of step 2
+    (registered after the built-in plugin, so pluggy calls it first: nothing has
+    collected the drawing yet)."""
+
+    @hookimpl
+    def rnnzoo_step_end(self, run: TrainingRun, step: int) -> None:
+        from rnnzoo_plugins import gradflow_probes
+
+        figures = gradflow_probes._active[run].figures
+        if step == 3:
+            assert figures.busy and figures._process is not None
+            assert figures._process._conn.poll(WAIT)
+
+
+def test_figures_drawn_aside_reach_wandb_during_training(
+    tmp_path: Path, drawn_here: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rnnzoo_plugins import gradflow_probes
+
+    unlimited = partial(GradflowFigures, share=1e9, first_cost=0.0)
+    monkeypatch.setattr(gradflow_probes, "GradflowFigures", unlimited)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    overrides = [
+        "task.name=adding",
+        "task.length=6",
+        "task.val_size=8",
+        "model.hidden_size=4",
+        "trainer.batch_size=4",
+        "trainer.steps=40",
+        "trainer.progress=false",
+        "gradflow.every=2",
+        "gradflow.batch_size=4",
+        "tracking.wandb_mode=offline",
+    ]
+    pm = plugin_manager()
+    pm.register(SlowStep(), "slow-step")
+    run = tmp_path / "run"
+    Trainer(config.load(None, overrides), Registry(pm), run).fit()
+    (log,) = run_files(run)
+    steps = [h["trainer/step"] for h in read_run(log).history if "gradflow/heatmap/_type" in h]
+    # logged at the step where training found the drawing done; once more at the end
+    # only where the last probe came while a drawing was in flight
+    assert steps[0] == 3 and steps[-1] == 40 and steps == sorted(set(steps))
+    assert drawn_here in ([], [40])
+    assert all((run / "gradflow" / name).is_file() for name in ("grad_h.png", "heatmap.png"))
