@@ -77,9 +77,10 @@ def _end(process: subprocess.Popen[bytes], conn: Connection) -> None:
 
 
 def serve() -> None:
-    """The figure process's main loop (started by :class:`FigureProcess`)."""
-    from rnnzoo.plots import gradflow_figures
-
+    """The figure process's main loop (started by :class:`FigureProcess`).
+    matplotlib loads once the first message has been read: a large one (a resumed
+    run's heatmap rows) would otherwise hold the training thread in its send while
+    this process starts."""
     conn = Connection(int(sys.argv[1]))
     rows: list[Sequence[float]] = []
     steps: list[int] = []
@@ -90,9 +91,11 @@ def serve() -> None:
             return
         rows += new_rows
         steps += new_steps
-        started = time.process_time()
         answer: tuple[Any, ...]
         try:
+            from rnnzoo.plots import gradflow_figures
+
+            started = time.process_time()
             images = gradflow_figures(folder, curves, step, rows, steps)
             answer = ("drawn", images, time.process_time() - started)
         except Exception as exc:

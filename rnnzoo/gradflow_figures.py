@@ -96,10 +96,15 @@ class GradflowFigures:
         return images
 
     def close(self) -> None:
-        """End the figure process (a drawing in flight is left to finish)."""
+        """End the figure process (a drawing in flight is left to finish, and its
+        probe counts as not drawn). A later drawing starts a new one, which is
+        sent every row."""
         if self._process is not None:
             self._process.close()
             self._process = None
+        if self.busy:
+            self.busy = self._drawn = False
+        self._sent = 0
 
     def _draw(self) -> dict[str, Path]:
         """Hand the latest probe to the figure process, or draw it here without one."""
@@ -135,11 +140,13 @@ class GradflowFigures:
     def _give_up(self) -> None:
         """The figure process failed: draw here from now on, the latest probe again."""
         self.close()
-        self._aside = self.busy = self._drawn = False
+        self._aside = self._drawn = False
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "steps": self.steps}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the heatmap's rows; a figure process holding the old ones ends."""
+        self.close()
         self.rows = [list(r) for r in state.get("rows", [])]
         self.steps = list(state.get("steps", []))

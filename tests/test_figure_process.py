@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from wandb_records import read_run, run_files
 
-from rnnzoo import Batch, TaskSpec, build_model, config, gradflow_figures, hookimpl
+from rnnzoo import Batch, TaskSpec, build_model, config, gradflow_figures, hookimpl, timeshare
 from rnnzoo.events import TrainingRun
+from rnnzoo.figure_process import FigureProcess
 from rnnzoo.gradflow import GradflowResult, probe
 from rnnzoo.gradflow_figures import GradflowFigures
 from rnnzoo.plugins import plugin_manager
@@ -23,6 +26,7 @@ from rnnzoo.registry import Registry
 from rnnzoo.training import Trainer
 
 KEYS = {"gradflow/grad_h_plot", "gradflow/heatmap"}
+HEATMAP = "gradflow/heatmap"
 WAIT = 60.0
 
 
@@ -65,7 +69,10 @@ def test_the_figure_process_draws_what_training_would(tmp_path: Path, drawn_here
 
 
 def test_figures_are_drawn_here_when_the_figure_process_cannot_start(
-    tmp_path: Path, drawn_here: list[int], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    drawn_here: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     def cannot(*args: object, **kwargs: object) -> None:
         raise OSError("no processes left")
@@ -74,11 +81,12 @@ def test_figures_are_drawn_here_when_the_figure_process_cannot_start(
     figures = GradflowFigures(tmp_path, share=1e9, first_cost=0.0)
     assert set(figures.add(10, probe_result(0))) == KEYS and drawn_here == [10]
     assert not figures.busy
+    assert capfd.readouterr() == ("", "")  # no warning
 
 
 @pytest.mark.parametrize("when", ["drawing", "idle"])
 def test_a_killed_figure_process_leaves_the_drawing_to_training(
-    tmp_path: Path, drawn_here: list[int], when: str
+    tmp_path: Path, drawn_here: list[int], when: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     figures = GradflowFigures(tmp_path, share=1e9, first_cost=0.0)
     figures.add(10, probe_result(0))
@@ -95,12 +103,96 @@ def test_a_killed_figure_process_leaves_the_drawing_to_training(
         assert figures.collect(WAIT) == {} and not figures.busy
         assert set(figures.finish()) == KEYS and drawn_here == [10]
     assert figures._process is None
+    assert capfd.readouterr() == ("", "")  # no warning
+
+
+def test_the_first_drawing_comes_after_about_50_s_of_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The defaults (docs/gradient-flow.md): 1 % of the training thread's CPU time,
+    the first drawing counted as 0.5 s."""
+    clock = [0.0]
+    monkeypatch.setattr(timeshare, "time", SimpleNamespace(thread_time=lambda: clock[0]))
+    figures = GradflowFigures(tmp_path, aside=False)
+    clock[0] = 49.0
+    assert figures.add(10, probe_result(0)) == {}
+    clock[0] = 51.0
+    assert set(figures.add(20, probe_result(1))) == KEYS
+
+
+def test_a_figure_process_started_again_is_sent_every_row(tmp_path: Path) -> None:
+    """After :meth:`close` (a drawing in flight or not) or :meth:`load_state_dict`,
+    the next drawing starts a new figure process with the heatmap's rows as they
+    are here."""
+    probes = [probe_result(seed) for seed in range(3)]
+    here = GradflowFigures(tmp_path / "here", share=1e9, first_cost=0.0, aside=False)
+    for step, result in zip((10, 20, 30), probes, strict=True):
+        expected = here.add(step, result)
+    figures = GradflowFigures(tmp_path / "aside", share=1e9, first_cost=0.0)
+    figures.add(10, probes[0])
+    figures.close()  # the drawing in flight is left unanswered
+    assert not figures.busy
+    figures.add(20, probes[1])
+    assert set(figures.collect(WAIT)) == KEYS
+    figures.close()
+    figures.add(30, probes[2])
+    drawn = figures.finish()
+    assert drawn[HEATMAP].read_bytes() == expected[HEATMAP].read_bytes()
+
+    resumed = GradflowFigures(tmp_path / "resumed", share=1e9, first_cost=0.0)
+    resumed.add(5, probe_result(7))  # rows the resumed run's state replaces
+    assert set(resumed.collect(WAIT)) == KEYS
+    resumed.load_state_dict(here.state_dict() | {"rows": here.rows[:2], "steps": [10, 20]})
+    resumed.add(30, probes[2])
+    drawn = resumed.finish()
+    assert drawn[HEATMAP].read_bytes() == expected[HEATMAP].read_bytes()
+
+
+#: a ``sitecustomize`` that holds every import of matplotlib until a file exists
+HOLD_MATPLOTLIB = """
+import os, sys, time
+
+class Hold:
+    def find_spec(self, name, path=None, target=None):
+        while name == "matplotlib" and not os.path.exists(os.environ["HOLD_UNTIL"]):
+            time.sleep(0.01)
+
+sys.meta_path.insert(0, Hold())
+"""
+
+
+def test_a_large_drawing_is_handed_over_before_the_figure_process_loads_matplotlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed run's first drawing carries every probe so far, more than a socket
+    holds: the figure process reads it before loading matplotlib, so the training
+    thread does not wait for that."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(HOLD_MATPLOTLIB)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
+    monkeypatch.setenv("HOLD_UNTIL", str(tmp_path / "go"))
+    process = FigureProcess()
+    curves = {k: list(v) for k, v in probe_result(0).per_step.items()}
+    rows = [[i + v for v in curves["layer0/dir0"] * 100] for i in range(4000)]  # 25 MB
+    draw = (tmp_path / "figures", curves, 4000, rows, range(4000))
+    handing = threading.Thread(target=process.draw, args=draw, daemon=True)
+    handing.start()
+    handing.join(WAIT)
+    handed = not handing.is_alive()
+    (tmp_path / "go").touch()
+    handing.join(WAIT)
+    answer = process.answer(WAIT)
+    process.close()
+    assert handed and answer is not None and answer[0] == "drawn" and set(answer[1]) == KEYS
 
 
 class SlowStep:
-    """At step 3, waits for the figure process to finish drawing the probe of step 2
-    (registered after the built-in plugin, so pluggy calls it first: nothing has
-    collected the drawing yet)."""
+    """At step 3, waits for the figure process to finish drawing the probe of step 2,
+    and at the steps ``also``, for a drawing in flight (registered after the built-in
+    plugin, so pluggy calls it first: nothing has collected the drawing yet)."""
+
+    def __init__(self, also: tuple[int, ...]) -> None:
+        self.also = also
 
     @hookimpl
     def rnnzoo_step_end(self, run: TrainingRun, step: int) -> None:
@@ -109,11 +201,14 @@ class SlowStep:
         figures = gradflow_probes._active[run].figures
         if step == 3:
             assert figures.busy and figures._process is not None
+        if step == 3 or (step in self.also and figures.busy):
+            assert figures._process is not None
             assert figures._process._conn.poll(WAIT)
 
 
+@pytest.mark.parametrize("also", [(), (40,)], ids=["first", "last-step-too"])
 def test_figures_drawn_aside_reach_wandb_during_training(
-    tmp_path: Path, drawn_here: list[int], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, drawn_here: list[int], monkeypatch: pytest.MonkeyPatch, also: tuple[int, ...]
 ) -> None:
     from rnnzoo_plugins import gradflow_probes
 
@@ -133,13 +228,13 @@ def test_figures_drawn_aside_reach_wandb_during_training(
         "tracking.wandb_mode=offline",
     ]
     pm = plugin_manager()
-    pm.register(SlowStep(), "slow-step")
+    pm.register(SlowStep(also), "slow-step")
     run = tmp_path / "run"
     Trainer(config.load(None, overrides), Registry(pm), run).fit()
     (log,) = run_files(run)
     steps = [h["trainer/step"] for h in read_run(log).history if "gradflow/heatmap/_type" in h]
-    # logged at the step where training found the drawing done; once more at the end
-    # only where the last probe came while a drawing was in flight
-    assert steps[0] == 3 and steps[-1] == 40 and steps == sorted(set(steps))
+    # logged at the step where training found the drawing done, and at the end (the
+    # last probe's drawing): at the last step twice where that step found one done
+    assert steps[0] == 3 and steps[-1] == 40 and steps[:-1] == sorted(set(steps[:-1]))
     assert drawn_here in ([], [40])
     assert all((run / "gradflow" / name).is_file() for name in ("grad_h.png", "heatmap.png"))
