@@ -120,10 +120,16 @@ def test_the_first_drawing_comes_after_about_50_s_of_training(
     assert set(figures.add(20, probe_result(1))) == KEYS
 
 
-def test_a_figure_process_started_again_is_sent_every_row(tmp_path: Path) -> None:
+def test_a_figure_process_started_again_is_sent_every_row(
+    tmp_path: Path, drawn_here: list[int]
+) -> None:
     """After :meth:`close` (a drawing in flight or not) or :meth:`load_state_dict`,
     the next drawing starts a new figure process with the heatmap's rows as they
-    are here."""
+    are here; a drawing left in flight by :meth:`close` counts as not drawn."""
+    closed = GradflowFigures(tmp_path / "closed", share=1e9, first_cost=0.0)
+    closed.add(10, probe_result(0))
+    closed.close()
+    assert set(closed.finish()) == KEYS and drawn_here == [10]
     probes = [probe_result(seed) for seed in range(3)]
     here = GradflowFigures(tmp_path / "here", share=1e9, first_cost=0.0, aside=False)
     for step, result in zip((10, 20, 30), probes, strict=True):
