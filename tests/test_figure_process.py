@@ -5,8 +5,10 @@ is killed."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
+import subprocess
 import threading
 from functools import partial
 from pathlib import Path
@@ -17,6 +19,7 @@ import torch
 from wandb_records import read_run, run_files
 
 from rnnzoo import Batch, TaskSpec, build_model, config, gradflow_figures, hookimpl, timeshare
+from rnnzoo.errors import TrainingError
 from rnnzoo.events import TrainingRun
 from rnnzoo.figure_process import FigureProcess
 from rnnzoo.gradflow import GradflowResult, probe
@@ -244,3 +247,49 @@ def test_figures_drawn_aside_reach_wandb_during_training(
     assert steps[0] == 3 and steps[-1] == 40 and steps[:-1] == sorted(set(steps[:-1]))
     assert drawn_here in ([], [40])
     assert all((run / "gradflow" / name).is_file() for name in ("grad_h.png", "heatmap.png"))
+
+
+class KeepFigureProcess:
+    """Keeps the run's figure process, started for the probe of step 2."""
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @hookimpl
+    def rnnzoo_step_end(self, run: TrainingRun, step: int) -> None:
+        from rnnzoo_plugins import gradflow_probes
+
+        process = gradflow_probes._active[run].figures._process
+        if step == 3 and process is not None:
+            self.processes.append(process.process)
+
+
+def test_a_failed_run_ends_its_figure_process_without_the_garbage_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rnnzoo_plugins import gradflow_probes
+
+    unlimited = partial(GradflowFigures, share=1e9, first_cost=0.0)
+    monkeypatch.setattr(gradflow_probes, "GradflowFigures", unlimited)
+    step = Trainer.optimizer_step
+
+    def fails_at_step_5(trainer: Trainer, *args: object) -> bool:
+        if trainer.state.step == 4:
+            raise TrainingError("the optimizer failed")
+        return step(trainer, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Trainer, "optimizer_step", fails_at_step_5)
+    overrides = ["task.name=adding", "task.length=6", "task.val_size=8", "model.hidden_size=4",
+                 "trainer.batch_size=4", "trainer.steps=10", "trainer.progress=false",
+                 "gradflow.every=2", "gradflow.batch_size=4", "tracking.wandb_mode=disabled"]  # fmt: skip
+    pm = plugin_manager()
+    kept = KeepFigureProcess()
+    pm.register(kept, "keep-figure-process")
+    gc.disable()  # the run's objects must go when the last reference does
+    try:
+        with pytest.raises(TrainingError, match="the optimizer failed"):
+            Trainer(config.load(None, overrides), Registry(pm), tmp_path / "run").fit()
+        (process,) = kept.processes
+        assert process.wait(WAIT) == 0  # its end of the socket closed: it ended
+    finally:
+        gc.enable()

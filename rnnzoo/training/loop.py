@@ -113,8 +113,7 @@ class Trainer:
 
                     # forward and backward every micro-batch; gradients add up (and
                     # are averaged over data-parallel ranks by the last backward)
-                    loss_sum, items = 0.0, 0
-                    tokens = 0
+                    loss_sum, items, tokens = 0.0, 0, 0
                     for micro, batch in enumerate(self.batches(s.step)):
                         last = micro == t.grad_accum - 1
                         loss_sum += self.forward_backward(batch, t.grad_accum, sync=last)
@@ -290,7 +289,7 @@ class Trainer:
         self.state.pending = None
 
     def close(self) -> None:
-        """Finish tracking, close the progress bar and release the run folder."""
+        """Finish tracking, close the progress bar, release the folder, drop the view."""
         if self.tracker is not None:
             self.tracker.close()
             self.tracker = None
@@ -298,3 +297,4 @@ class Trainer:
             self.progress.close()
         self.folder.release()
         distributed.leave(self.ranks)
+        vars(self).pop("view", None)  # it refers back: plugins' run state goes with us
