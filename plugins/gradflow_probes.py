@@ -116,7 +116,7 @@ def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
     probes = _active.get(run)
     if probes is None:
         return
-    if probes.figures.busy and (drawn := probes.figures.collect()):
+    if drawn := probes.figures.collect():  # a drawing finished since the last step
         run.log_images(drawn)
     if step % probes.every:
         return

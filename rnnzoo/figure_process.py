@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from rnnzoo.sideprocess import launch
+from rnnzoo.sideprocess import launch, reap
 
 #: seconds a figure process that has been told to end may take before it is killed
 END_WAIT = 2.0
@@ -69,11 +69,7 @@ def _end(process: subprocess.Popen[bytes], conn: Connection) -> None:
     """Close the socket (the process then ends after its drawing) and reap it."""
     with contextlib.suppress(OSError):
         conn.close()
-    try:
-        process.wait(END_WAIT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    reap(process, END_WAIT)
 
 
 def serve() -> None:

@@ -58,7 +58,7 @@ class GradflowFigures:
         path}`` of the figures drawn since the last call (empty when none)."""
         self.rows.append(list(result.per_step["layer0/dir0"]))
         self.steps.append(step)
-        self._latest = (step, {k: list(v) for k, v in result.per_step.items()})
+        self._latest = (step, result.per_step)
         self._drawn = False
         images = self.collect()
         if not self.busy and self._budget.allows(self.share):

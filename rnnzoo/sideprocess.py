@@ -47,6 +47,16 @@ def launch(
     return process, Connection(ours.detach())
 
 
+def reap(process: subprocess.Popen[bytes], wait: float) -> None:
+    """Wait up to ``wait`` seconds for a helper told to end (its socket closed),
+    then kill it."""
+    try:
+        process.wait(wait)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _environment() -> dict[str, str]:
     """This process's environment; where this rnnzoo was imported from a source
     tree rather than an installed package, that tree first on the import path."""

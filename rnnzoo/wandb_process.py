@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from rnnzoo.sideprocess import launch
+from rnnzoo.sideprocess import launch, reap
 from rnnzoo.wandb_console import Console
 
 #: seconds a failed W&B process has to tear W&B down before it is killed
@@ -119,11 +119,7 @@ class WandbProcess:
         if self._console is not None:
             self._console.stop()
         self._release()
-        try:
-            self._process.wait(STOP_WAIT)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        reap(self._process, STOP_WAIT)
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):  # full: it is awake anyway
