@@ -60,6 +60,8 @@ def _by_contender(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _contender(name: str, threads: str) -> str:
     if name == "default":
         return f"torch default ({threads} threads, OpenMP's default wait)"
+    if name == "auto, passive":
+        return "`trainer.threads=auto`, `OMP_WAIT_POLICY=PASSIVE` whatever the load"
     return f"`trainer.threads={threads}`"
 
 
@@ -71,6 +73,15 @@ def _chosen(runs: list[list[list[int]]]) -> str:
     """Per run: the count it ended with (its last ``perf/threads``) and the step of
     its first choice, where ``auto``'s first measurement ended."""
     return ", ".join(f"{logged[-1][1]} (step {logged[0][0]})" if logged else "-" for logged in runs)
+
+
+def _waits(passive: list[list[float]] | None) -> str | None:
+    """How the runs' OpenMP threads waited, from their ``perf/omp_passive``."""
+    if not passive or not all(passive):
+        return None  # not recorded: an older result
+    flags = [run[0] for run in passive]
+    counts = {"passive": flags.count(1.0), "spin, then sleep": flags.count(0.0)}
+    return ", ".join(f"{how} {n}/{len(flags)}" for how, n in counts.items() if n)
 
 
 def threads_table(result: dict[str, Any]) -> str:
@@ -87,8 +98,9 @@ def threads_table(result: dict[str, Any]) -> str:
                     "× best fixed": v["x_best_fixed"],
                     "× each round's best": v.get("x_round_best"),
                     "× default": v["x_default"],
+                    "OpenMP's threads wait": _waits(v.get("perf/omp_passive")),
                     "auto: threads per run (decided at)": _chosen(v["perf/threads"])
-                    if contender == "auto"
+                    if contender.startswith("auto")
                     else None,
                 }
             )
@@ -103,7 +115,8 @@ def threads_summary(result: dict[str, Any]) -> str:
         for contender, v in c["contenders"].items():
             threads = c["threads"][contender]
             label = f"{threads} thread{'s' * (threads != '1')}"
-            label = {"auto": "auto", "default": "torch default"}.get(contender, label)
+            names = {"auto, passive": "auto, always passive", "default": "torch default"}
+            label = names.get(contender, contender if contender == "auto" else label)
             row[label] = v["x_best_fixed"]
         row["best fixed"] = c.get("best_fixed")
         row["auto × each round's best"] = c["contenders"]["auto"].get("x_round_best")

@@ -19,7 +19,10 @@ Contenders, each a real ``rnnzoo train`` process, one at a time (never two at
 once), in rounds whose order rotates:
 
 - ``auto``: ``trainer.threads=auto`` through ``python -m rnnzoo``, as shipped
-  (the command line sets ``OMP_WAIT_POLICY=PASSIVE``);
+  (the command line lets OpenMP's threads spin when the machine is idle at launch
+  and makes them wait passively when it is busy; each run's choice is recorded);
+- ``auto, passive``: the same with ``OMP_WAIT_POLICY=PASSIVE`` set, whatever the
+  load (what the command line always did before it chose at launch);
 - ``threads=1`` and ``threads=N`` (N = the cores this process may use): fixed
   counts, the same command line;
 - ``default``: what a plain torch user gets: torch's own thread count with
@@ -93,6 +96,8 @@ def contenders(cores: int, default_threads: int) -> dict[str, tuple[list[str], s
     """Name: (the command before ``train``, ``trainer.threads``)."""
     cli = [sys.executable, "-m", "rnnzoo"]
     found = {"auto": (cli, "auto")}
+    # what the command line did before it chose the policy at launch: always passive
+    found["auto, passive"] = (["env", "OMP_WAIT_POLICY=PASSIVE", *cli], "auto")
     for n in sorted({1, cores}):
         found[f"threads={n}"] = (cli, str(n))
     found["default"] = ([sys.executable, "-c", CLI_WITHOUT_WAIT_POLICY], str(default_threads))
@@ -115,7 +120,8 @@ def train(head: list[str], threads: str, steps: int, overrides: list[str], out: 
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     logged = [[r["step"], r["perf/threads"]] for r in rows if "perf/threads" in r]
-    return {"train_s": summary["time/train_s"], "perf/threads": logged}
+    passive = [r["perf/omp_passive"] for r in rows if "perf/omp_passive" in r]
+    return {"train_s": summary["time/train_s"], "perf/threads": logged, "perf/omp_passive": passive}
 
 
 @contextmanager
@@ -162,15 +168,17 @@ def condition(
     result["load_start"] = load()
     times: dict[str, list[float]] = {n: [] for n in names}
     logged: dict[str, list] = {n: [] for n in names}
+    passive: dict[str, list] = {n: [] for n in names}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, background(BACKGROUND * (name == "loaded")) as pids:
         result["background_pids"] = pids
         for r in range(rounds):
             for n in names[r % len(names) :] + names[: r % len(names)]:
-                out = Path(tmp) / f"{n.replace('=', '')}-{r}"
+                out = Path(tmp) / f"{n.replace('=', '').replace(', ', '-')}-{r}"
                 run = train(runs[n][0], runs[n][1], steps, overrides, out)
                 times[n].append(run["train_s"])
                 logged[n].append(run["perf/threads"])
+                passive[n].append(run["perf/omp_passive"])
             log(
                 f"{name} round {r + 1}/{rounds}: "
                 + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names)
@@ -190,6 +198,7 @@ def condition(
             "x_round_best": x_oracle[n],
             "x_default": x_default[n],
             "perf/threads": logged[n],
+            "perf/omp_passive": passive[n],
         }
         for n in names
     }

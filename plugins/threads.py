@@ -11,6 +11,11 @@ chooser is :class:`rnnzoo.threads.ThreadChooser`; a step's time here is the time
 from one ``rnnzoo_step_end`` to the next, and the steps around an evaluation,
 checkpoint, gradient-flow probe or logging step are not timed.
 
+With the thread count (pinned, or ``auto``'s first choice) the run logs
+``perf/omp_passive``: 1 when OpenMP's threads wait passively, 0 when they spin
+first (the command line chooses at launch, from how busy the machine is:
+:mod:`rnnzoo.waitpolicy`).
+
 ``auto`` leaves the count alone on CUDA, and where the user chose it:
 ``OMP_NUM_THREADS`` set (except torchrun's own ``1``), or a count set with
 ``torch.set_num_threads`` that is not one torch starts with. The count in force
@@ -24,14 +29,15 @@ bit-exact repeats.
 
 from __future__ import annotations
 
+import os
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from rnnzoo import hookimpl, threads
+from rnnzoo import hookimpl, threads, waitpolicy
 from rnnzoo.events import TrainingRun
 from rnnzoo.threads import ThreadChooser
 
@@ -43,6 +49,8 @@ class _Auto:
     busy_every: tuple[int, ...]
     last: float = 0.0
     skipped: int = 0
+    #: logged with the first choice
+    policy: dict[str, float] = field(default_factory=dict)
 
 
 #: per run: the automatic choice, if any
@@ -53,12 +61,13 @@ _before: weakref.WeakKeyDictionary[Any, tuple[int, bool]] = weakref.WeakKeyDicti
 
 @hookimpl
 def rnnzoo_train_start(run: TrainingRun) -> None:
+    policy = {"perf/omp_passive": float(waitpolicy.passive(os.environ))}
     setting = str(run.config.trainer.threads)
     before = torch.get_num_threads()
     if setting != "auto":
         _before[run] = (before, threads.set_by_rnnzoo())
         threads.set_threads(int(setting))
-        run.log({"perf/threads": int(setting)})
+        run.log({"perf/threads": int(setting), **policy})
         return
     cores = threads.available_cores()
     if run.device.type != "cpu" or cores < 2 or threads.user_choice() is not None:
@@ -70,7 +79,7 @@ def rnnzoo_train_start(run: TrainingRun) -> None:
     t, every = run.config.trainer, int(run.config.gradflow.every)
     busy = (int(t.eval_every), int(t.checkpoint_every), int(t.log_every))
     busy += (every,) if every > 0 else ()
-    _active[run] = _Auto(chooser, busy, time.perf_counter())
+    _active[run] = _Auto(chooser, busy, time.perf_counter(), policy=policy)
 
 
 @hookimpl
@@ -89,7 +98,8 @@ def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
         if chosen is not None:
             means = auto.chooser.means()
             gain = max(means.values()) / means[chosen] if chosen in means else 1.0
-            run.log({"perf/threads": chosen, "perf/threads_gain": round(gain, 3)})
+            run.log({"perf/threads": chosen, "perf/threads_gain": round(gain, 3), **auto.policy})
+            auto.policy = {}
         threads.set_threads(auto.chooser.threads())
     auto.last = time.perf_counter()
 

@@ -1,24 +1,26 @@
 """``python -m rnnzoo`` and the ``rnnzoo`` script: the command line, started with
-OpenMP's threads waiting passively.
+the OpenMP wait policy that suits how busy the machine is.
 
-By default an OpenMP thread that finishes its share of work spins for a while
-before it sleeps. On a machine whose cores are busy with other jobs, the spinning
-threads take cores from the threads that still have work, and training runs
-several times slower (docs/performance.md). ``OMP_WAIT_POLICY=PASSIVE`` makes them
-sleep at once. OpenMP reads the variable when torch loads it, so it is set here,
-before anything imports torch (importing :mod:`rnnzoo` does not); a value the user
+OpenMP reads ``OMP_WAIT_POLICY`` when torch loads it, so it is chosen here, before
+anything imports torch (importing :mod:`rnnzoo` does not): ``rnnzoo train`` keeps
+OpenMP's default (spin, then sleep) when the CPUs it may use are idle at launch,
+and every other case waits passively (:mod:`rnnzoo.waitpolicy`). A value the user
 set is kept.
 """
 
 from __future__ import annotations
 
 import os
-
-WAIT_POLICY = "PASSIVE"
+import sys
 
 
 def main() -> None:
-    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+    from rnnzoo import waitpolicy
+
+    try:
+        waitpolicy.choose(os.environ, sys.argv[1:])
+    except KeyboardInterrupt:  # during the CPU sample, before the CLI's own handling
+        sys.exit(130)
     from rnnzoo.cli import main as cli_main
 
     cli_main()

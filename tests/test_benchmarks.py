@@ -236,7 +236,7 @@ def test_threads_benchmark_runs_every_contender_and_stops_its_background(
     for name, condition in result["conditions"].items():
         cores = condition["cores"]
         fixed = ["threads=1"] + ([f"threads={cores}"] if cores > 1 else [])
-        assert list(condition["contenders"]) == ["auto", *fixed, "default"]
+        assert list(condition["contenders"]) == ["auto", "auto, passive", *fixed, "default"]
         assert condition["threads"]["auto"] == "auto"
         for contender in condition["contenders"].values():
             assert len(contender["train_s"]) == 1 and contender["train_s"][0] > 0
@@ -249,6 +249,14 @@ def test_threads_benchmark_runs_every_contender_and_stops_its_background(
         assert medians[best] == min(medians.values())
         assert condition["contenders"][best]["x_best_fixed"] == 1.0
         assert all(condition["contenders"][n]["x_round_best"] <= 1.0 for n in fixed)
+        # how OpenMP's threads waited, as each run logged it: torch's default spins
+        # first; busy processes at launch make the command line choose passive
+        # (auto logs it with its first choice, which runs this short may not reach)
+        waits = {n: c["perf/omp_passive"] for n, c in condition["contenders"].items()}
+        assert waits["default"] == [[0.0]] and waits["auto, passive"] in ([[1.0]], [[]])
+        if name == "loaded":
+            assert all(waits[n] == [[1.0]] for n in fixed)
+            assert waits["auto"] in ([[1.0]], [[]])
         # a pinned count is logged once, at the start of its run
         assert [t for _, t in condition["contenders"]["threads=1"]["perf/threads"][0]] == [1]
         assert len(condition["background_pids"]) == (2 if name == "loaded" else 0)

@@ -1,15 +1,12 @@
 """CPU threads: the chooser (fed made-up step times, no clock), the plugin behind
 ``trainer.threads`` (a fake clock whose steps take longer at some thread counts),
-the core count under torchrun, the user's own choice, and the passive OpenMP wait
-policy of the command line, checked in real processes. Nothing here times anything.
+the core count under torchrun and the user's own choice. Nothing here times
+anything. The OpenMP wait policy of the command line: ``test_waitpolicy.py``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -195,6 +192,11 @@ class FakeRun:
         self.logged.append(dict(metrics))
 
 
+def choices(run: FakeRun) -> list[dict[str, float]]:
+    """The rows in which the plugin logged a thread count."""
+    return [row for row in run.logged if "perf/threads" in row]
+
+
 def train(run: FakeRun, clock: FakeClock, steps: int) -> list[int]:
     """The event hooks as the trainer calls them, on the fake clock."""
     plugin.rnnzoo_train_start(run=run)
@@ -215,13 +217,17 @@ def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_auto_picks_the_faster_count_and_logs_it(two_cores, monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
     clock = FakeClock({1: 0.010, 2: 0.030})
     monkeypatch.setattr(plugin, "time", clock)
     run = FakeRun()
     used = train(run, clock, 80)
     assert used[-30:] == [1] * 30 and 2 in used
-    assert run.logged[0]["perf/threads"] == 1
-    assert run.logged[0]["perf/threads_gain"] == pytest.approx(3.0)
+    assert choices(run)[0]["perf/threads"] == 1
+    assert choices(run)[0]["perf/threads_gain"] == pytest.approx(3.0)
+    # how OpenMP's threads wait is logged with the first choice only
+    passive = [row.get("perf/omp_passive") for row in run.logged]
+    assert passive[0] == 1.0 and set(passive[1:]) <= {None}
     assert torch.get_num_threads() == 1  # what it was before training
 
     faster = FakeClock({1: 0.010, 2: 0.005})
@@ -229,7 +235,7 @@ def test_auto_picks_the_faster_count_and_logs_it(two_cores, monkeypatch):
     run = FakeRun()
     used = train(run, faster, 80)
     assert used[-30:] == [2] * 30
-    assert [row["perf/threads"] for row in run.logged] == [2]
+    assert [row["perf/threads"] for row in choices(run)] == [2]
     assert torch.get_num_threads() == 1
 
 
@@ -244,8 +250,8 @@ def test_auto_follows_a_change_in_load(two_cores, monkeypatch):
         clock.step()
         plugin.rnnzoo_step_end(run=run, step=step)
     plugin.rnnzoo_train_end(run=run)
-    choices = [row["perf/threads"] for row in run.logged]
-    assert choices[0] == 2 and choices[-1] == 1
+    chosen = [row["perf/threads"] for row in choices(run)]
+    assert chosen[0] == 2 and chosen[-1] == 1
 
 
 @pytest.mark.parametrize("reason", ["OMP_NUM_THREADS=4", "cuda"])
@@ -263,7 +269,8 @@ def test_auto_leaves_the_count_alone(reason, monkeypatch):
     assert run.logged == []
 
 
-def test_a_pinned_count_is_used_logged_and_put_back(tmp_path):
+def test_a_pinned_count_is_used_logged_and_put_back(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # OpenMP's default: spin first
     cfg = config.load(None, [*QUIET, *SMALL, "trainer.steps=3", "trainer.threads=2"])
     seen = []
 
@@ -278,7 +285,7 @@ def test_a_pinned_count_is_used_logged_and_put_back(tmp_path):
     assert seen == [2, 2, 2]
     assert torch.get_num_threads() == 1
     rows = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "perf/threads" in r]
-    assert rows == [{"step": 0, "perf/threads": 2}]
+    assert rows == [{"step": 0, "perf/threads": 2, "perf/omp_passive": 0.0}]
 
 
 def test_a_pinned_count_in_the_test_process_keeps_auto_off(tmp_path):
@@ -294,40 +301,3 @@ def test_a_pinned_count_in_the_test_process_keeps_auto_off(tmp_path):
 def test_threads_must_be_auto_or_a_count(value):
     with pytest.raises(ConfigError, match="'trainer.threads' must be auto or a number"):
         config.load(None, [f"trainer.threads={value}"])
-
-
-# -- OpenMP's wait policy ----------------------------------------------------------
-
-
-def openmp_settings(command: list[str], env: dict[str, str]) -> str:
-    """What the OpenMP runtime torch loads read from the environment, as it prints
-    it (``OMP_DISPLAY_ENV``) when a real ``rnnzoo`` process starts."""
-    done = subprocess.run(
-        [*command, "--version"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env, "OMP_DISPLAY_ENV": "VERBOSE"},
-        timeout=120,
-        check=True,
-    )
-    if "OPENMP DISPLAY ENVIRONMENT" not in done.stderr:
-        pytest.skip("this torch's OpenMP runtime does not print its settings")
-    return done.stderr
-
-
-@pytest.mark.parametrize("how", ["script", "module"])
-def test_the_command_line_waits_passively_unless_told_otherwise(how, monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    script = shutil.which("rnnzoo", path=str(Path(sys.executable).parent))
-    if how == "script" and script is None:
-        pytest.skip("no rnnzoo console script beside this Python: pip install -e .")
-    command = [script] if how == "script" else [sys.executable, "-m", "rnnzoo"]
-    assert command[0] is not None
-    passive = openmp_settings(command, {})
-    assert "OMP_WAIT_POLICY = 'PASSIVE'" in passive
-    assert "GOMP_SPINCOUNT = '0'" in passive  # threads sleep at once
-    active = openmp_settings(command, {"OMP_WAIT_POLICY": "ACTIVE"})
-    assert "OMP_WAIT_POLICY = 'ACTIVE'" in active  # the user's value is kept
-    # a program that imports rnnzoo keeps OpenMP's default: spin, then sleep
-    default = openmp_settings([sys.executable, "-c", "import rnnzoo.cli; import sys"], {})
-    assert "GOMP_SPINCOUNT = '0'" not in default

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from rnnzoo import config
+from rnnzoo import config, waitpolicy
 from rnnzoo.commands.common import cli_plugins
 from rnnzoo.errors import RnnzooError, UsageError
 from rnnzoo.files import write_text_atomic
@@ -142,7 +142,8 @@ def launch(
     argv = [sys.executable, "-m", "rnnzoo", "train", experiment, *job.overrides, *fixed]
     argv += ["--run-dir", str(group / job.folder_name)]
     argv += [arg for spec in plugins for arg in ("-p", spec)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = waitpolicy.for_runs(os.environ, jobs)
+    env["PYTHONUNBUFFERED"] = "1"
     # N runs at once on C cores: C/N threads each, unless the user says otherwise
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     # the log stays beside the run folder until the run has created it: a new run
