@@ -6,7 +6,9 @@ CPU, times training steps at 1 thread and at every core this process may use
 (shared out among torchrun's ranks on the machine), a few steps each in turns,
 keeps the faster, logs it as ``perf/threads`` (and ``perf/threads_gain``, how
 many times slower the other count was), and measures again after every
-minute of training, so a machine that becomes busy, or idle, is followed. The
+minute of training, so a machine that becomes busy, or idle, is followed. Steps
+at more threads that become twice as slow, five in a row, switch to 1 thread at
+once (logged without a gain), until the next measurement. The
 chooser is :class:`rnnzoo.threads.ThreadChooser`; a step's time here is the time
 from one ``rnnzoo_step_end`` to the next, and the steps around an evaluation,
 checkpoint, gradient-flow probe or logging step are not timed.
@@ -97,8 +99,10 @@ def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
         chosen = auto.chooser.record(seconds)
         if chosen is not None:
             means = auto.chooser.means()
-            gain = max(means.values()) / means[chosen] if chosen in means else 1.0
-            run.log({"perf/threads": chosen, "perf/threads_gain": round(gain, 3), **auto.policy})
+            row = {"perf/threads": chosen, **auto.policy}
+            if chosen in means:  # not after a slowdown, which measured nothing
+                row["perf/threads_gain"] = round(max(means.values()) / means[chosen], 3)
+            run.log(row)
             auto.policy = {}
         threads.set_threads(auto.chooser.threads())
     auto.last = time.perf_counter()

@@ -115,7 +115,14 @@ class ThreadChooser:
     an option both took that long: there is no point in running many steps at a
     setting three times slower. Options within ``tolerance`` of the fastest
     count as just as fast, and then the fewest threads win (they leave cores to
-    other work and vary less).
+    other work and vary less). Between measurements at more than the fewest
+    threads, ``watch`` steps in a row that each took ``decisive`` times the chosen
+    count's measured mean switch to the fewest threads at once, until the next
+    regular measurement: other work has taken the cores, and threads that wait
+    for each other can then slow every step many times over, too costly to wait
+    ``recheck_s`` for, and too noisy while the load sets in to measure well. At
+    the fewest threads nothing waits for another thread; slower steps there are
+    the machine's, and the regular re-check follows them.
     """
 
     options: tuple[int, ...]
@@ -128,7 +135,14 @@ class ThreadChooser:
     recheck_rounds: int = 2
     decisive: float = 2.0
     tolerance: float = 0.03
+    #: one or two slow steps are a hiccup (a page fault, a burst of other work);
+    #: five in a row at twice the time are other work that stays
+    watch: int = 5
     chosen: int | None = None
+    #: the chosen count's mean step time when it was chosen (None: not timed)
+    expected: float | None = None
+    #: steps in a row since then that took ``decisive`` times ``expected``
+    slow_in_a_row: int = 0
     #: (threads, timed) for each step still to run in the current measurement
     plan: list[tuple[int, bool]] = field(default_factory=list)
     samples: dict[int, list[float]] = field(default_factory=dict)
@@ -159,9 +173,18 @@ class ThreadChooser:
 
     def record(self, seconds: float) -> int | None:
         """The time of the step just run at :meth:`threads`. Returns the count
-        chosen when this step ended a measurement, else None."""
+        chosen when this step ended a measurement or a slowdown set it, else None."""
         if not self.plan:
             self.since_check += seconds
+            fewest = min(self.options)
+            expected = self.expected if self.threads() != fewest else None
+            slow = expected is not None and seconds >= self.decisive * expected
+            self.slow_in_a_row = self.slow_in_a_row + 1 if slow else 0
+            if self.slow_in_a_row >= self.watch:  # other work took the cores
+                self.chosen, self.expected, self.slow_in_a_row = fewest, None, 0
+                self.samples = {n: [] for n in self.options}  # nothing measured for it
+                self.since_check = 0.0
+                return fewest
             if self.since_check >= self.recheck_s:
                 self.since_check = 0.0
                 self.plan = self._schedule(self.recheck_rounds, self.threads())
@@ -172,6 +195,7 @@ class ThreadChooser:
         if not self.plan or self._far_slower(threads) or (self._round_done() and self._decided()):
             self.plan = []
             self.chosen = self.best()
+            self.expected = self.means().get(self.chosen)
             return self.chosen
         return None
 

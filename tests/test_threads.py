@@ -117,6 +117,40 @@ def test_chooser_follows_a_machine_that_becomes_busy():
     assert chooser.chosen == 2
 
 
+def test_a_sudden_slowdown_is_measured_at_once_not_after_the_interval():
+    chooser = ThreadChooser(options=(1, 2), start=1, recheck_s=60.0)
+    run_chooser(chooser, {1: 0.010, 2: 0.006}, 100)  # idle: two threads win
+    assert chooser.chosen == 2 and not chooser.measuring
+    # other work takes the cores: 2 threads now take 40 ms a step, 1 thread 12 ms
+    used = run_chooser(chooser, {1: 0.012, 2: 0.040}, 60)  # 2.4 s, far below 60 s
+    assert chooser.chosen == 1 and chooser.means() == {}  # nothing measured for it
+    watch = chooser.watch
+    assert used == [2] * watch + [1] * (60 - watch)  # after the slow steps in a row
+    # and the next regular measurement chooses again, by measuring both
+    used = run_chooser(chooser, {1: 0.012, 2: 0.040}, 6000)
+    assert 2 in used and chooser.chosen == 1 and chooser.means()[1] == pytest.approx(0.012)
+
+
+def test_slow_steps_with_normal_ones_between_are_not_a_slowdown():
+    chooser = ThreadChooser(options=(1, 2), start=1, recheck_s=60.0)
+    run_chooser(chooser, {1: 0.010, 2: 0.006}, 100)
+    for _ in range(50):  # one step fewer than the watch, then a normal one, over again
+        for seconds in [0.030] * (chooser.watch - 1) + [0.006]:
+            assert chooser.threads() == 2
+            chooser.record(seconds)
+    assert not chooser.measuring and chooser.chosen == 2
+
+
+def test_slow_steps_at_one_thread_wait_for_the_interval():
+    # nothing waits for another thread at 1 thread: a busy machine's noisy steps
+    # there must not set off measurement after measurement
+    chooser = ThreadChooser(options=(1, 2), start=1, recheck_s=60.0)
+    run_chooser(chooser, {1: 0.010, 2: 0.020}, 100)
+    assert chooser.chosen == 1
+    assert run_chooser(chooser, {1: 0.030, 2: 0.060}, 100) == [1] * 100
+    assert not chooser.measuring
+
+
 def test_chooser_rechecks_only_after_its_interval():
     chooser = ThreadChooser(options=(1, 2), start=1, recheck_s=10.0)
     run_chooser(chooser, {1: 0.010, 2: 0.020}, 40)
@@ -244,14 +278,18 @@ def test_auto_follows_a_change_in_load(two_cores, monkeypatch):
     monkeypatch.setattr(plugin, "time", clock)
     run = FakeRun()
     plugin.rnnzoo_train_start(run=run)
+    used = []
     for step in range(1, 20001):
         if step == 10000:
             clock.cost = {1: 0.010, 2: 0.040}  # other jobs start
+        used.append(torch.get_num_threads())
         clock.step()
         plugin.rnnzoo_step_end(run=run, step=step)
     plugin.rnnzoo_train_end(run=run)
     chosen = [row["perf/threads"] for row in choices(run)]
     assert chosen[0] == 2 and chosen[-1] == 1
+    # within a few dozen steps of the change, not a minute of 40 ms steps later
+    assert used[10050:10100] == [1] * 50
 
 
 @pytest.mark.parametrize("reason", ["OMP_NUM_THREADS=4", "cuda"])
