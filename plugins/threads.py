@@ -6,9 +6,10 @@ CPU, times training steps at 1 thread and at every core this process may use
 (shared out among torchrun's ranks on the machine), a few steps each in turns,
 keeps the faster, logs it as ``perf/threads`` (and ``perf/threads_gain``, how
 many times slower the other count was), and measures again after every
-minute of training, so a machine that becomes busy, or idle, is followed. Steps
-at more threads that become twice as slow, five in a row, switch to 1 thread at
-once (logged without a gain), until the next measurement. The
+minute of training, so a machine that becomes busy, or idle, is followed. Five
+steps in a row at more threads that take twice as long as measured, and longer
+than 1 thread did, switch to 1 thread at once (logged without a gain), until the
+next measurement. The
 chooser is :class:`rnnzoo.threads.ThreadChooser`; a step's time here is the time
 from one ``rnnzoo_step_end`` to the next, and the steps around an evaluation,
 checkpoint, gradient-flow probe or logging step are not timed.

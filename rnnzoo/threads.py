@@ -116,13 +116,13 @@ class ThreadChooser:
     setting three times slower. Options within ``tolerance`` of the fastest
     count as just as fast, and then the fewest threads win (they leave cores to
     other work and vary less). Between measurements at more than the fewest
-    threads, ``watch`` steps in a row that each took ``decisive`` times the chosen
-    count's measured mean switch to the fewest threads at once, until the next
-    regular measurement: other work has taken the cores, and threads that wait
-    for each other can then slow every step many times over, too costly to wait
-    ``recheck_s`` for, and too noisy while the load sets in to measure well. At
-    the fewest threads nothing waits for another thread; slower steps there are
-    the machine's, and the regular re-check follows them.
+    threads, ``watch`` steps in a row that were each slow (:meth:`_slow_step`)
+    switch to the fewest threads at once, until the next regular measurement:
+    other work has taken the cores, and threads that wait for each other can then
+    slow every step many times over, too costly to wait ``recheck_s`` for, and
+    too noisy while the load sets in to measure well. At the fewest threads
+    nothing waits for another thread; slower steps there are the machine's, and
+    the regular re-check follows them.
     """
 
     options: tuple[int, ...]
@@ -139,9 +139,9 @@ class ThreadChooser:
     #: five in a row at twice the time are other work that stays
     watch: int = 5
     chosen: int | None = None
-    #: the chosen count's mean step time when it was chosen (None: not timed)
-    expected: float | None = None
-    #: steps in a row since then that took ``decisive`` times ``expected``
+    #: a step at least this long counts as slow (None: not watched)
+    slow_step: float | None = None
+    #: slow steps in a row since the last measurement
     slow_in_a_row: int = 0
     #: (threads, timed) for each step still to run in the current measurement
     plan: list[tuple[int, bool]] = field(default_factory=list)
@@ -176,12 +176,11 @@ class ThreadChooser:
         chosen when this step ended a measurement or a slowdown set it, else None."""
         if not self.plan:
             self.since_check += seconds
-            fewest = min(self.options)
-            expected = self.expected if self.threads() != fewest else None
-            slow = expected is not None and seconds >= self.decisive * expected
+            slow = self.slow_step is not None and seconds >= self.slow_step
             self.slow_in_a_row = self.slow_in_a_row + 1 if slow else 0
             if self.slow_in_a_row >= self.watch:  # other work took the cores
-                self.chosen, self.expected, self.slow_in_a_row = fewest, None, 0
+                fewest = min(self.options)
+                self.chosen, self.slow_step, self.slow_in_a_row = fewest, None, 0
                 self.samples = {n: [] for n in self.options}  # nothing measured for it
                 self.since_check = 0.0
                 return fewest
@@ -195,9 +194,25 @@ class ThreadChooser:
         if not self.plan or self._far_slower(threads) or (self._round_done() and self._decided()):
             self.plan = []
             self.chosen = self.best()
-            self.expected = self.means().get(self.chosen)
+            self.slow_step = self._slow_step()
             return self.chosen
         return None
+
+    def _slow_step(self) -> float | None:
+        """How long a step at the count just chosen must take to count as slow:
+        ``decisive`` times its slowest timed step (the slowest but one once there
+        are three: one hiccup must not switch the watch off), and the slowest,
+        not the mean, because steps of a task whose sequences vary in length vary
+        too; and no shorter than the fewest threads' mean step, so that switching
+        helps. None at the fewest threads, which are not watched."""
+        fewest = min(self.options)
+        if self.chosen is None or self.chosen == fewest:
+            return None
+        timed = sorted(self.samples.get(self.chosen, []))
+        if not timed:
+            return None
+        slowest = timed[-2] if len(timed) >= 3 else timed[-1]
+        return max(self.decisive * slowest, self.means().get(fewest, 0.0))
 
     def _far_slower(self, threads: int) -> bool:
         """Two steps at ``threads`` both took ``decisive`` times the mean of an

@@ -6,6 +6,7 @@ anything. The OpenMP wait policy of the command line: ``test_waitpolicy.py``.
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -117,7 +118,7 @@ def test_chooser_follows_a_machine_that_becomes_busy():
     assert chooser.chosen == 2
 
 
-def test_a_sudden_slowdown_is_measured_at_once_not_after_the_interval():
+def test_a_sudden_slowdown_switches_to_one_thread_at_once():
     chooser = ThreadChooser(options=(1, 2), start=1, recheck_s=60.0)
     run_chooser(chooser, {1: 0.010, 2: 0.006}, 100)  # idle: two threads win
     assert chooser.chosen == 2 and not chooser.measuring
@@ -141,14 +142,60 @@ def test_slow_steps_with_normal_ones_between_are_not_a_slowdown():
     assert not chooser.measuring and chooser.chosen == 2
 
 
+def test_steps_that_vary_as_measured_are_not_a_slowdown():
+    # sequences of varying length: steps at 2 threads take 4 to 12 ms (mean 6 ms
+    # with the slowest left out); a stretch of long ones at 16 ms is the task, not
+    # other work
+    chooser = ThreadChooser(options=(1, 2), start=1, recheck_s=60.0)
+    twos, ones = itertools.cycle([0.004, 0.008, 0.012]), itertools.cycle([0.02, 0.03])
+    for _ in range(100):
+        chooser.record(next(twos) if chooser.threads() == 2 else next(ones))
+    assert chooser.chosen == 2 and not chooser.measuring
+    assert chooser.decisive * chooser.means()[2] <= 0.016
+    for _ in range(20):
+        chooser.record(0.016)
+    assert chooser.threads() == 2 and not chooser.measuring
+
+
 def test_slow_steps_at_one_thread_wait_for_the_interval():
-    # nothing waits for another thread at 1 thread: a busy machine's noisy steps
-    # there must not set off measurement after measurement
+    # nothing waits for another thread at 1 thread: a busy machine's slow steps
+    # there are left to the regular measurement
     chooser = ThreadChooser(options=(1, 2), start=1, recheck_s=60.0)
     run_chooser(chooser, {1: 0.010, 2: 0.020}, 100)
     assert chooser.chosen == 1
-    assert run_chooser(chooser, {1: 0.030, 2: 0.060}, 100) == [1] * 100
-    assert not chooser.measuring
+    measured = chooser.means()
+    assert [chooser.record(0.030) for _ in range(100)] == [None] * 100
+    assert chooser.threads() == 1 and chooser.means() == measured
+
+
+def test_a_slowdown_where_more_threads_are_still_faster_is_kept():
+    # 4 threads slow down from 6 to 14 ms, but 1 thread takes 24 ms
+    chooser = ThreadChooser(options=(1, 4), start=1, recheck_s=60.0)
+    run_chooser(chooser, {1: 0.024, 4: 0.006}, 100)
+    assert chooser.chosen == 4
+    assert [chooser.record(0.014) for _ in range(100)] == [None] * 100
+    assert chooser.threads() == 4
+
+
+def test_one_hiccup_while_measuring_does_not_switch_the_watch_off():
+    chooser = ThreadChooser(options=(1, 2), start=1, warmup=0, settle=0, recheck_s=60.0)
+    twos = iter([0.060] + [0.006] * 100)  # the first timed step at 2 threads: a hiccup
+    while chooser.chosen is None:
+        chooser.record(next(twos) if chooser.threads() == 2 else 0.010)
+    assert chooser.chosen == 2
+    used = run_chooser(chooser, {1: 0.012, 2: 0.040}, 20)
+    assert used == [2] * chooser.watch + [1] * (20 - chooser.watch)
+
+
+def test_the_watch_is_set_again_by_each_measurement():
+    chooser = ThreadChooser(options=(1, 2), start=1, recheck_s=1.0)
+    run_chooser(chooser, {1: 0.010, 2: 0.006}, 100)
+    busy, idle = {1: 0.012, 2: 0.040}, {1: 0.010, 2: 0.006}
+    for _ in range(2):  # load, then idle until a measurement picks 2 again, twice
+        used = run_chooser(chooser, busy, 20)
+        assert used[chooser.watch :] == [1] * (20 - chooser.watch)
+        run_chooser(chooser, idle, 300)
+        assert chooser.chosen == 2 and not chooser.measuring
 
 
 def test_chooser_rechecks_only_after_its_interval():
