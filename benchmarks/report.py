@@ -114,9 +114,9 @@ def threads_summary(result: dict[str, Any]) -> str:
         row: dict[str, Any] = {"× best fixed thread count": CONDITIONS[name]}
         for contender, v in c["contenders"].items():
             threads = c["threads"][contender]
-            label = f"{threads} thread{'s' * (threads != '1')}"
-            names = {"auto, passive": "auto, always passive", "default": "torch default"}
-            label = names.get(contender, contender if contender == "auto" else label)
+            labels = {"auto": "auto", "auto, passive": "auto, always passive"}
+            labels["default"] = "torch default"
+            label = labels.get(contender, f"{threads} thread{'s' * (threads != '1')}")
             row[label] = v["x_best_fixed"]
         row["best fixed"] = c.get("best_fixed")
         row["auto × each round's best"] = c["contenders"]["auto"].get("x_round_best")
