@@ -14,11 +14,13 @@ as medians of per-round ratios:
 * ``eager``: :class:`rnnzoo.recurrence.Recurrence`, the step loop (``model.compile=false``);
 * ``compile K=k``: the same with ``compiled=CompiledLoop(k)`` (``model.compile=true
   model.compile_steps=k``): blocks of k steps compiled by inductor;
+* ``compile K=16, weight grads per step`` (not with ``--quick``): K=16 with
+  ``block_weight_grads=False``, the cell's weight gradients one product per step as
+  autograd makes them, not one per block;
 * ``compiled cell`` (not with ``--quick``; B=16 T=1000): the eager step loop calling
   ``torch.compile(cell, fullgraph=True, dynamic=False)`` at every step;
 * ``diagnostic`` (not with ``--quick``; B=16 T=1000): K=16 on a plugin LSTM that
-  takes no gradient for ``weight_hh`` (wrong gradients): what the step-by-step
-  weight gradient costs.
+  takes no gradient for ``weight_hh`` (wrong gradients): what that gradient costs.
 
 Compile time is measured apart from the steady speed: for each k, a fresh process with
 an empty inductor cache (``TORCHINDUCTOR_CACHE_DIR`` a new temporary folder) times its
@@ -57,7 +59,7 @@ CPU = torch.device("cpu")
 
 class NoRecurrentWeightGrad(PluginLSTM):
     """A diagnostic, not an option: the plugin LSTM with no gradient for weight_hh
-    (its wrong gradients show what the step-by-step weight gradient costs)."""
+    (its wrong gradients show what that gradient costs)."""
 
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         h, c = state
@@ -68,14 +70,18 @@ class NoRecurrentWeightGrad(PluginLSTM):
         return h, (h, c)
 
 
-def engine(compile_steps: int | None) -> Recurrence:
+def engine(compile_steps: int | None, block_weight_grads: bool = True) -> Recurrence:
     """The plugin LSTM through the engine, eager or compiled, same weights every time."""
     torch.manual_seed(0)
-    compiled = None if compile_steps is None else CompiledLoop(compile_steps)
+    compiled = None
+    if compile_steps is not None:
+        compiled = CompiledLoop(compile_steps, block_weight_grads=block_weight_grads)
     return Recurrence(PluginLSTM, INPUT, HIDDEN, compiled=compiled)
 
 
-def contenders(batch: int, steps: int, ks: list[int], cell_alone: bool) -> dict[str, Fn]:
+def contenders(
+    batch: int, steps: int, ks: list[int], cell_alone: bool, per_step: bool
+) -> dict[str, Fn]:
     x = torch.randn(batch, steps, INPUT)
     reference = nn.LSTM(INPUT, HIDDEN, batch_first=True)
     fns: dict[str, Fn] = {"torch.nn": train_step(reference, lambda v: reference(v)[0], x)}
@@ -83,6 +89,11 @@ def contenders(batch: int, steps: int, ks: list[int], cell_alone: bool) -> dict[
         model = engine(k)
         name = "eager" if k is None else f"compile K={k}"
         fns[name] = train_step(model, lambda v, m=model: m(v).outputs, x)
+    if per_step:
+        model = engine(16, block_weight_grads=False)
+        fns["compile K=16, weight grads per step"] = train_step(
+            model, lambda v: model(v).outputs, x
+        )
     if cell_alone:
         cell = engine(None).cells[0]
         compiled = torch.compile(cell, fullgraph=True, dynamic=False)
@@ -100,9 +111,11 @@ def contenders(batch: int, steps: int, ks: list[int], cell_alone: bool) -> dict[
     return fns
 
 
-def steady(batch: int, steps: int, ks: list[int], cell_alone: bool, rounds: int) -> list[dict]:
+def steady(
+    batch: int, steps: int, ks: list[int], cell_alone: bool, per_step: bool, rounds: int
+) -> list[dict]:
     torch.compiler.reset()
-    fns = contenders(batch, steps, ks, cell_alone)
+    fns = contenders(batch, steps, ks, cell_alone, per_step)
     samples = interleaved(fns, rounds, 0.3, CPU)
     rows = []
     for name in fns:
@@ -172,7 +185,9 @@ def main() -> None:
     results["steady"] = [
         row
         for b, t in sizes
-        for row in steady(b, t, ks if t == 1000 else [16], not args.quick and t == 1000, rounds)
+        for row in steady(
+            b, t, ks if t == 1000 else [16], not args.quick and t == 1000, not args.quick, rounds
+        )
     ]
     results["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     results["seconds"] = round(time.perf_counter() - started)

@@ -7,7 +7,10 @@ the cell's own ``forward`` back to back, and ``torch.compile`` (``fullgraph=True
 ``dynamic=False``) turns it into one graph whose gate arithmetic is fused, forward and
 backward. The compiled block is reused for every block of ``K`` steps of every sequence
 of the same batch size and dtype, so compile time does not grow with ``T``; the last
-``T % K`` steps run eagerly. Padding is handled as in the eager loop: a padded step
+``T % K`` steps run eagerly. The block projects its own inputs, and the gradients of
+the cell's weights take one product per block instead of one per step
+(:mod:`rnnzoo.block_products`): at batch 16 those per-step products and the copies
+around them cost more than the fused arithmetic saves. Padding is handled as in the eager loop: a padded step
 keeps its sequence's state and outputs zeros.
 
 A cell that ``torch.compile`` cannot trace in one graph (data-dependent Python
@@ -25,29 +28,55 @@ import torch
 from torch import Tensor
 
 from rnnzoo.activation import Activation
+from rnnzoo.block_products import Products, block_taps, call_sites, transposed, weights_of
 from rnnzoo.cell import Cell, State
 from rnnzoo.recurrence import check_step, padded_step, padding
 
-Block = Callable[[Cell, Tensor, State, "Tensor | None"], tuple[Tensor, State]]
+#: call sites, the weights' transposes, each site's taps (see :func:`run_steps`)
+Deferred = tuple[tuple[int, ...], list[Tensor], list[Tensor]]
+Block = Callable[
+    [Cell, Tensor, State, "Tensor | None", "Deferred | None"],
+    tuple[Tensor, State, list[Tensor]],
+]
 
 
 def run_steps(
-    cell: Cell, inputs: Tensor, state: State, real: Tensor | None
-) -> tuple[Tensor, State]:
-    """The cell over the time-major projected inputs ``[k, B, F]`` of ``k`` steps.
+    cell: Cell,
+    x: Tensor,
+    state: State,
+    real: Tensor | None,
+    products: Deferred | None = None,
+) -> tuple[Tensor, State, list[Tensor]]:
+    """The cell over the time-major raw inputs ``x [k, B, input_size]`` of ``k`` steps.
 
-    Returns the outputs ``[B, k, output_size]`` and the state after the last step.
-    With ``real`` (``[k, B, 1]`` booleans, true at real steps), a padded step keeps
-    the state it was given and outputs zeros, as :func:`rnnzoo.recurrence.step_loop`.
+    The block projects its own inputs (``cell.project_input``, which acts on each step
+    alone): inside the compiled graph that is one product for the block, and no
+    projected tensor of the whole sequence is written, transposed or split.
+    With ``products`` (the call sites of :func:`~rnnzoo.block_products.call_sites`,
+    the weights' transposes and each site's taps ``[k, B, out]``), the cell's
+    weight products run as :class:`~rnnzoo.block_products.Products` describes.
+    Returns the outputs ``[B, k, output_size]``, the state after the last step and,
+    with ``products``, each site's inputs ``[k, B, in]``. With ``real`` (``[k, B, 1]``
+    booleans, true at real steps), a padded step keeps the state it was given and
+    outputs zeros, as :func:`rnnzoo.recurrence.step_loop`.
     """
     outputs = []
-    for t, x_t in enumerate(inputs.unbind(0)):
-        output, new_state = cell(x_t, state)
+    inputs: list[list[Tensor]] = []
+    for t, x_t in enumerate(cell.project_input(x.transpose(0, 1)).unbind(1)):
+        if products is None:
+            output, new_state = cell(x_t, state)
+        else:
+            sites, weights_t, taps = products
+            step = Products(weights_of(cell), weights_t, [tap[t] for tap in taps], sites)
+            with step:
+                output, new_state = cell(x_t, state)
+            inputs.append(step.inputs)
         if real is not None:
             output, new_state = padded_step(real[t], output, new_state, state)
         state = new_state
         outputs.append(output)
-    return torch.stack(outputs, 1), state
+    recorded = [torch.stack(site) for site in zip(*inputs, strict=True)]
+    return torch.stack(outputs, 1), state, recorded
 
 
 @functools.cache
@@ -69,6 +98,9 @@ def records_activations(cell: Cell) -> bool:
 class CompiledLoop:
     """The step loop with ``steps`` steps per compiled block, compiled by ``backend``
     (``inductor``, torch.compile's default, generates fused C++ or Triton kernels).
+    With ``block_weight_grads`` (the default) the cell's weight gradients take one
+    product per block (:mod:`rnnzoo.block_products`); without, one per step, as
+    autograd computes them (what the benchmark compares it with).
 
     One instance serves all cells of a :class:`~rnnzoo.recurrence.Recurrence`. When a
     cell cannot be compiled, :attr:`failure` holds why, a :class:`RuntimeWarning`
@@ -76,11 +108,14 @@ class CompiledLoop:
     runs the eager loop).
     """
 
-    def __init__(self, steps: int = 16, backend: str = "inductor") -> None:
+    def __init__(
+        self, steps: int = 16, backend: str = "inductor", block_weight_grads: bool = True
+    ) -> None:
         if steps < 1:
             raise ValueError(f"steps per compiled block must be at least 1, got {steps}")
         self.steps = steps
         self.backend = backend
+        self.block_weight_grads = block_weight_grads
         #: why a cell could not be compiled, or None while none has failed
         self.failure: str | None = None
 
@@ -93,16 +128,21 @@ class CompiledLoop:
         if self.failure is not None or records_activations(cell):
             return None
         # time-major and contiguous: every block has the same strides whatever T is
-        inputs = cell.project_input(x).transpose(0, 1).contiguous()
+        inputs = x.transpose(0, 1).contiguous()
         real_until, real = padding(lengths, x.shape[1], x.device)
         real = None if real is None else real.contiguous()
-        if torch.is_grad_enabled() and (
+        training = torch.is_grad_enabled() and (
             inputs.requires_grad or any(p.requires_grad for p in cell.parameters())
-        ):
+        )
+        if training:
             # the state entering every later block requires grad: so that the first
             # block runs the same graph (not one compiled for it alone), so does its
             # initial state (a fresh leaf where it did not; nothing reads its gradient)
             state = tuple(s if s.requires_grad else s.detach().requires_grad_() for s in state)
+        sites: tuple[int, ...] = ()
+        if training and self.block_weight_grads and x.shape[1] >= self.steps:
+            sites = call_sites(cell, cell.project_input(x[:, :1])[:, 0], state)
+        weights_t: list[Tensor] = transposed(cell, sites) if sites else []
         block = compiled_block(self.backend)
         outputs = []
         # one split (one backward node), not a slice per block: each slice's backward
@@ -112,10 +152,10 @@ class CompiledLoop:
             mask = None if real is None or stop <= real_until else real[start:stop]
             before = state
             if part.shape[0] < self.steps:  # the last T % K steps
-                out, state = run_steps(cell, part, state, mask)
+                out, state, _ = run_steps(cell, part, state, mask)
             else:
                 try:
-                    out, state = block(cell, part, state, mask)
+                    out, state = self._block(block, cell, part, state, mask, sites, weights_t)
                 except Exception as exc:  # whatever the compiler raised: run eagerly
                     self._fail(cell, exc)
                     return None
@@ -124,8 +164,31 @@ class CompiledLoop:
             outputs.append(out)
         return torch.cat(outputs, 1), state
 
+    @staticmethod
+    def _block(
+        block: Block,
+        cell: Cell,
+        part: Tensor,
+        state: State,
+        mask: Tensor | None,
+        sites: tuple[int, ...],
+        weights_t: list[Tensor],
+    ) -> tuple[Tensor, State]:
+        """One compiled block; with call sites, their weight gradients come from one
+        product per site for the block (:mod:`rnnzoo.block_products`)."""
+        if not sites:
+            out, state, _ = block(cell, part, state, mask, None)
+            return out, state
+        taps, recorded = block_taps(cell, sites, part.shape[0], part.shape[1])
+        out, state, inputs = block(cell, part, state, mask, (sites, weights_t, taps))
+        for into, site_inputs in zip(recorded, inputs, strict=True):
+            into.append(site_inputs.detach())
+        return out, state
+
     def _fail(self, cell: Cell, exc: Exception) -> None:
         kind = type(cell)
+        while exc.__cause__ is not None or exc.__context__ is not None:  # the first cause
+            exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
         lines = str(exc).strip().splitlines()
         reason = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
         self.failure = reason

@@ -1,7 +1,9 @@
 """``model.compile``: blocks of steps compiled by torch.compile against the eager step
 loop and nn.LSTM (outputs, final state, every gradient), with padding, stacked and
 bidirectional layers, truncated BPTT and carried state; one graph reused for every
-block; the eager fallback with one warning; the config keys end to end."""
+block; weight gradients as one product per block (a weight in several products, a
+cell whose products change from step to step); the eager fallback with one warning;
+the config keys end to end."""
 
 from __future__ import annotations
 
@@ -89,12 +91,14 @@ def eager(cell, x, state, lengths):
 
 @pytest.mark.parametrize("name", sorted(CELLS))
 @pytest.mark.parametrize("case", list(LENGTHS))
-def test_compiled_blocks_match_the_eager_loop(name: str, case: str) -> None:
+@pytest.mark.parametrize("per_block", [True, False], ids=["block", "step"])
+def test_compiled_blocks_match_the_eager_loop(name: str, case: str, per_block: bool) -> None:
+    """Weight gradients one product per block (the default) or one per step."""
     torch.manual_seed(0)
     cell = CELLS[name](5, 8)
     x = torch.randn(4, 13, 5)
     lengths = None if LENGTHS[case] is None else torch.tensor(LENGTHS[case])
-    compiled = CompiledLoop(4, "aot_eager")
+    compiled = CompiledLoop(4, "aot_eager", block_weight_grads=per_block)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no fallback to the eager loop
         got = run(compiled, cell, x, lengths)
@@ -110,14 +114,25 @@ def test_one_graph_serves_every_block_whatever_the_length() -> None:
         out, _ = compiled(cell, torch.randn(3, steps, 5), cell.initial_state(3, "cpu"), None)
         assert out.shape == (3, steps, 8)
     assert len(GRAPHS) == 1
-    # 4 steps unrolled: 4 products with the previous state in the one graph
-    linears = [n for n in GRAPHS[0].graph.nodes if n.target is F.linear]
-    assert len(linears) == 4
+    # 4 steps unrolled in the one graph: one projection of the block's 4 inputs (no
+    # projected sequence outside the graph), and the 4 products with the previous
+    # state as deferred products, whose weight gradient is one product per block
+    calls = [str(n.target) for n in GRAPHS[0].graph.nodes if n.op == "call_function"]
+    assert calls.count(str(F.linear)) == 1
+    assert calls.count("autograd_function_apply") == 4
+    # without gradients, plain products: 4 with the state and the projection
+    with torch.no_grad():
+        compiled(cell, torch.randn(3, 9, 5), cell.initial_state(3, "cpu"), None)
+    assert len(GRAPHS) == 2
+    linears = [n for n in GRAPHS[1].graph.nodes if n.target is F.linear]
+    assert len(linears) == 5
+    projections = [n for n in linears if n.args[0].op == "call_method"]  # x.transpose(0, 1)
+    assert len(projections) == 1
     # padding adds the masked block's graph, once
     for steps in (13, 41):
         x = torch.randn(3, steps, 5)
         compiled(cell, x, cell.initial_state(3, "cpu"), torch.tensor([steps, 6, 5]))
-    assert len(GRAPHS) == 2
+    assert len(GRAPHS) == 3
 
 
 def test_inductor_lstm_matches_nn_lstm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,6 +200,73 @@ def test_truncated_bptt_and_carried_state_match_the_eager_loop(tmp_path, task: s
         torch.testing.assert_close(got.grad, want.grad, **TOL, msg=name)
     assert compiled.model.recurrence.compiled.failure is None
     assert GRAPHS, "no block was compiled"
+
+
+class SharedWeightCell(Cell):
+    """A cell using its recurrent weight four times a step: twice in ``F.linear`` on
+    the state (two deferred products of one weight), once in a plain matmul and once
+    in ``F.linear`` on a 3-D input (ordinary autograd uses), with a bias in one
+    product and none in the other."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__(input_size, hidden_size)
+        self.w = nn.Parameter(torch.randn(hidden_size, hidden_size) / hidden_size**0.5)
+        self.b = nn.Parameter(torch.randn(hidden_size))
+        self.u = nn.Linear(input_size, hidden_size)
+
+    def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        h = state[0]
+        z = F.linear(h, self.w, self.b) + F.linear(torch.tanh(h), self.w) + h @ self.w * 0.5
+        z = z + F.linear(h.unsqueeze(1), self.w).squeeze(1).sigmoid()
+        h = torch.tanh(self.u(x_t) + z)
+        return h, (h,)
+
+
+class AlternatingCell(SharedWeightCell):
+    """A cell whose products differ from step to step (its weight alternates)."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__(input_size, hidden_size)
+        self.v = nn.Parameter(torch.randn(hidden_size, hidden_size) / hidden_size**0.5)
+        self.calls = 0
+
+    def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        self.calls += 1
+        weight = self.w if self.calls % 2 else self.v
+        h = torch.tanh(self.u(x_t) + F.linear(state[0], weight))
+        return h, (h,)
+
+
+def test_a_weight_used_by_several_products_gets_its_whole_gradient() -> None:
+    torch.manual_seed(0)
+    cell = SharedWeightCell(5, 8)
+    x, lengths = torch.randn(4, 13, 5), torch.tensor(LENGTHS["padded"])
+    compiled = CompiledLoop(4, counting)
+    got = run(compiled, cell, x, lengths)
+    calls = [str(n.target) for n in GRAPHS[0].graph.nodes if n.op == "call_function"]
+    # three deferred products a step: two with w, and u's with the step's input
+    assert calls.count("autograd_function_apply") == 3 * 4
+    assert_same(got, run(eager, cell, x, lengths))
+
+
+def test_a_cell_whose_products_vary_runs_eagerly_with_the_right_gradients() -> None:
+    """Deferred products need the same F.linear calls at every step; a cell that
+    changes them is found out while compiling and runs eagerly, with eager gradients."""
+    torch.manual_seed(0)
+    cell = AlternatingCell(5, 8)
+    x = torch.randn(4, 13, 5)
+    compiled = CompiledLoop(4, "aot_eager")
+    with pytest.warns(RuntimeWarning, match="cell AlternatingCell .* cannot be compiled"):
+        assert compiled(cell, x, cell.initial_state(4, "cpu"), None) is None
+    assert "F.linear calls with its weights differ from step to step" in str(compiled.failure)
+    cell.calls = 0
+    x.requires_grad_()
+    engine = Recurrence(lambda i, h: cell, 5, 8, compiled=compiled)
+    engine(x).outputs.sum().backward()
+    got = [x.grad, cell.w.grad, cell.v.grad]
+    cell.calls, x.grad, cell.w.grad, cell.v.grad = 0, None, None, None
+    step_loop(cell, x, cell.initial_state(4, "cpu"), None, False)[0].sum().backward()
+    assert_same(got, [x.grad, cell.w.grad, cell.v.grad])
 
 
 class BranchyCell(Cell):

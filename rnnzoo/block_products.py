@@ -1,0 +1,166 @@
+"""A compiled block's weight gradients as one product per block, not one per step.
+
+A cell that multiplies a state by a weight at every step (``F.linear(h, W, b)``) gets,
+under plain autograd, one weight-gradient product per step, ``dL/dz_t^T h_t`` for
+the step's output ``z_t``: a product of ``B`` rows into the whole ``[out, in]``
+gradient, summed over the steps. At small batches that sum costs more than the
+step's forward product itself. Inside a compiled block of ``K`` steps,
+:class:`Products` intercepts each ``F.linear`` of a step whose weight is one of the
+cell's parameters (``torch.overrides.TorchFunctionMode``, which ``torch.compile``
+traces) and replaces it with :class:`_DeferredLinear`, which computes the product
+and, in backward, only the gradient of its input and bias. The gradient of its
+output comes out of the block as the gradient of a zero *tap*, one ``[K, B, out]``
+tensor per call site; :class:`_BlockWeightGradient` turns the block's taps and the
+products' recorded inputs into the weight gradient with one product of ``K·B`` rows:
+
+    dL/dW = Σ_t dL/dz_t^T h_t = (dL/dZ)^T H,   Z, H stacked over the block's steps.
+
+The forward product uses a transposed copy of the weight made once per sequence
+(``[in, out]``, contiguous), the backward the weight itself: each in the layout its
+product reads fastest. Only the weight's gradient changes hands; the maths is the
+cell's. Everything here is public torch API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+from rnnzoo.cell import Cell, State
+
+
+class _DeferredLinear(torch.autograd.Function):
+    """``x @ weight_t + bias``; backward gives ``x`` and ``bias`` their gradients and
+    hands the output's gradient to ``tap`` instead of computing the weight's."""
+
+    @staticmethod
+    def forward(
+        x: Tensor, weight: Tensor, weight_t: Tensor, bias: Tensor | None, tap: Tensor
+    ) -> Tensor:
+        return x @ weight_t if bias is None else torch.addmm(bias, x, weight_t)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[1])
+        ctx.has_bias = inputs[3] is not None
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        (weight,) = ctx.saved_tensors
+        x_grad = grad @ weight if ctx.needs_input_grad[0] else None
+        return x_grad, None, None, grad.sum(0) if ctx.has_bias else None, grad
+
+
+class _BlockWeightGradient(torch.autograd.Function):
+    """The taps of one call site for a block: zeros ``[K, B, out]`` made from
+    ``weight`` (so that their gradient reaches this node). Backward: the weight's
+    gradient for the whole block, ``taps_grad^T inputs`` with ``inputs`` the site's
+    recorded ``[K, B, in]``, which the caller puts in ``recorded`` after the block."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, recorded: list[Tensor], shape: torch.Size) -> Tensor:
+        ctx.recorded = recorded
+        return weight.new_zeros(()).expand(shape)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        (inputs,) = ctx.recorded
+        grad = grad.reshape(-1, grad.shape[-1])
+        return grad.t() @ inputs.reshape(-1, inputs.shape[-1]), None, None
+
+
+class Products(TorchFunctionMode):
+    """Active around one step of a cell: the step's ``F.linear`` calls on ``[B, in]``
+    inputs whose weight is one of ``weights`` become :class:`_DeferredLinear` with the next of ``taps``
+    (one per call, in call order); :attr:`inputs` keeps each call's input and
+    :attr:`sites` the index of its weight. Without taps it only records the sites;
+    with them, a call whose weight is not the one ``expected`` at its place raises."""
+
+    def __init__(
+        self,
+        weights: Sequence[Tensor],
+        transposed: Sequence[Tensor] = (),
+        taps: Sequence[Tensor] = (),
+        expected: Sequence[int] = (),
+    ) -> None:
+        super().__init__()
+        self.weights = weights
+        self.transposed = transposed
+        self.taps = taps
+        self.expected = expected
+        self.inputs: list[Tensor] = []
+        self.sites: list[int] = []
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func is F.linear and args[0].dim() == 2:  # [B, in]: a product of B rows
+            x, weight, *rest = args
+            bias = rest[0] if rest else kwargs.get("bias")
+            for index, candidate in enumerate(self.weights):
+                if weight is candidate:
+                    self.sites.append(index)
+                    if not self.taps:
+                        break
+                    call = len(self.inputs)
+                    if call >= len(self.expected) or self.expected[call] != index:
+                        raise RuntimeError(
+                            "the cell's F.linear calls with its weights differ from step to step"
+                        )
+                    tap = self.taps[call]
+                    self.inputs.append(x)
+                    return _DeferredLinear.apply(
+                        x, weight.detach(), self.transposed[index], bias, tap
+                    )
+        return func(*args, **kwargs)
+
+
+def weights_of(cell: Cell) -> list[Tensor]:
+    """The cell's matrices that train: what :class:`Products` looks for."""
+    return [p for p in cell.parameters() if p.dim() == 2 and p.requires_grad]
+
+
+def call_sites(cell: Cell, x_t: Tensor, state: State) -> tuple[int, ...]:
+    """The index in :func:`weights_of` of the weight of each ``F.linear`` call that
+    one step of ``cell`` makes with one of them, in call order (one step, without
+    gradients)."""
+    recorder = Products(weights_of(cell))
+    with torch.no_grad(), recorder:
+        cell(x_t, state)
+    return tuple(recorder.sites)
+
+
+def transposed(cell: Cell, sites: tuple[int, ...]) -> list[Tensor]:
+    """For :func:`weights_of`: each weight a call site uses as a contiguous ``[in,
+    out]`` copy (what the forward product reads), the others as they are."""
+    return [
+        w.detach().t().contiguous() if i in sites else w.detach()
+        for i, w in enumerate(weights_of(cell))
+    ]
+
+
+def block_taps(
+    cell: Cell, sites: tuple[int, ...], steps: int, batch: int
+) -> tuple[list[Tensor], list[list[Tensor]]]:
+    """For one block of ``steps`` steps: each call site's taps ``[steps, batch, out]``
+    and the list each site's recorded inputs ``[steps, batch, in]`` go in once the
+    block has run (before backward)."""
+    weights = weights_of(cell)
+    recorded: list[list[Tensor]] = [[] for _ in sites]
+    taps = [
+        _BlockWeightGradient.apply(
+            weights[w], into, torch.Size((steps, batch, weights[w].shape[0]))
+        )
+        for w, into in zip(sites, recorded, strict=True)
+    ]
+    return taps, recorded
