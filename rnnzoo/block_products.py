@@ -47,13 +47,15 @@ class _DeferredLinear(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
         ctx.save_for_backward(inputs[1])
-        ctx.has_bias = inputs[3] is not None
+        ctx.bias_shape = None if inputs[3] is None else inputs[3].shape
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         (weight,) = ctx.saved_tensors
         x_grad = grad @ weight if ctx.needs_input_grad[0] else None
-        return x_grad, None, None, grad.sum(0) if ctx.has_bias else None, grad
+        # a bias broadcast over the rows ([out], [1, out] or a scalar) sums back to its shape
+        bias_grad = None if ctx.bias_shape is None else grad.sum_to_size(ctx.bias_shape)
+        return x_grad, None, None, bias_grad, grad
 
 
 class _BlockWeightGradient(torch.autograd.Function):
@@ -71,12 +73,16 @@ class _BlockWeightGradient(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         (inputs,) = ctx.recorded
         grad = grad.reshape(-1, grad.shape[-1])
-        return grad.t() @ inputs.reshape(-1, inputs.shape[-1]), None, None
+        # under autocast the recorded inputs may be bf16 while the taps, like the
+        # weight, are fp32: the product takes the weight's dtype
+        inputs = inputs.reshape(-1, inputs.shape[-1]).to(grad.dtype)
+        return grad.t() @ inputs, None, None
 
 
 class Products(TorchFunctionMode):
-    """Active around one step of a cell: the step's ``F.linear`` calls on ``[B, in]``
-    inputs whose weight is one of ``weights`` become :class:`_DeferredLinear` with the next of ``taps``
+    """Active around one step of a cell over ``batch`` rows: the step's ``F.linear``
+    calls on ``[batch, in]`` inputs (positional or keyword arguments) whose weight is
+    one of ``weights`` become :class:`_DeferredLinear` with the next of ``taps``
     (one per call, in call order); :attr:`inputs` keeps each call's input and
     :attr:`sites` the index of its weight. Without taps it only records the sites;
     with them, a call whose weight is not the one ``expected`` at its place raises."""
@@ -84,12 +90,14 @@ class Products(TorchFunctionMode):
     def __init__(
         self,
         weights: Sequence[Tensor],
+        batch: int,
         transposed: Sequence[Tensor] = (),
         taps: Sequence[Tensor] = (),
         expected: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.weights = weights
+        self.batch = batch
         self.transposed = transposed
         self.taps = taps
         self.expected = expected
@@ -104,9 +112,13 @@ class Products(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        if func is F.linear and args[0].dim() == 2:  # [B, in]: a product of B rows
-            x, weight, *rest = args
-            bias = rest[0] if rest else kwargs.get("bias")
+        if func is not F.linear:
+            return func(*args, **kwargs)
+        named = dict(zip(("input", "weight", "bias"), args, strict=False)) | kwargs
+        x, weight, bias = named["input"], named["weight"], named.get("bias")
+        # [batch, in]: a product of the step's rows, which the taps' shape fits (a
+        # product of other rows, such as a reshape into heads, stays as it is)
+        if x.dim() == 2 and x.shape[0] == self.batch:
             for index, candidate in enumerate(self.weights):
                 if weight is candidate:
                     self.sites.append(index)
@@ -134,7 +146,7 @@ def call_sites(cell: Cell, x_t: Tensor, state: State) -> tuple[int, ...]:
     """The index in :func:`weights_of` of the weight of each ``F.linear`` call that
     one step of ``cell`` makes with one of them, in call order (one step, without
     gradients)."""
-    recorder = Products(weights_of(cell))
+    recorder = Products(weights_of(cell), x_t.shape[0])
     with torch.no_grad(), recorder:
         cell(x_t, state)
     return tuple(recorder.sites)

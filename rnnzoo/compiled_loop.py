@@ -67,7 +67,9 @@ def run_steps(
             output, new_state = cell(x_t, state)
         else:
             sites, weights_t, taps = products
-            step = Products(weights_of(cell), weights_t, [tap[t] for tap in taps], sites)
+            step = Products(
+                weights_of(cell), x.shape[1], weights_t, [tap[t] for tap in taps], sites
+            )
             with step:
                 output, new_state = cell(x_t, state)
             inputs.append(step.inputs)

@@ -269,6 +269,66 @@ def test_a_cell_whose_products_vary_runs_eagerly_with_the_right_gradients() -> N
     assert_same(got, [x.grad, cell.w.grad, cell.v.grad])
 
 
+class ProductsCell(Cell):
+    """A cell whose ``F.linear`` calls on its weights take the forms deferred products
+    must leave correct: ``"keywords"`` passes every argument by name, ``"heads"``
+    multiplies the state split into two heads (``[2B, H/2]`` rows, not the step's
+    ``B``) and ``"row_bias"`` adds a ``[1, H]`` bias, broadcast over the rows."""
+
+    def __init__(self, input_size: int, hidden_size: int, form: str) -> None:
+        super().__init__(input_size, hidden_size)
+        self.form = form
+        self.u = nn.Linear(input_size, hidden_size)
+        size = hidden_size // 2 if form == "heads" else hidden_size
+        self.w = nn.Parameter(torch.randn(size, size) / size**0.5)
+        self.b = nn.Parameter(torch.randn(1, size))
+
+    def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        h = state[0]
+        if self.form == "keywords":
+            z = F.linear(input=h, weight=self.w, bias=self.b[0])
+        elif self.form == "heads":
+            z = F.linear(h.reshape(2 * h.shape[0], -1), self.w, self.b[0]).reshape(h.shape)
+        else:
+            z = F.linear(h, self.w, self.b)
+        h = torch.tanh(self.u(x_t) + z)
+        return h, (h,)
+
+
+@pytest.mark.parametrize("form", ["keywords", "heads", "row_bias"])
+def test_every_form_of_product_compiles_with_the_eager_gradients(form: str) -> None:
+    torch.manual_seed(0)
+    cell = ProductsCell(5, 8, form)
+    x, lengths = torch.randn(4, 13, 5), torch.tensor(LENGTHS["padded"])
+    compiled = CompiledLoop(4, "aot_eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to the eager loop
+        got = run(compiled, cell, x, lengths)
+    assert compiled.failure is None
+    assert_same(got, run(eager, cell, x, lengths))
+
+
+def test_bf16_autocast_gives_float32_weight_gradients_near_the_eager_loops() -> None:
+    """Under autocast (``trainer.precision=bf16``) a block's recorded inputs are bf16
+    and its weights fp32: the block's weight gradient comes back in the weight's
+    dtype, within bf16 rounding of the eager loop's (8 bits of mantissa, 13 steps)."""
+    torch.manual_seed(0)
+    cell = SharedWeightCell(5, 8)  # its state is bf16 after the first step
+    x = torch.randn(4, 13, 5)
+    compiled = CompiledLoop(4, "aot_eager")
+    grads = []
+    for loop in (compiled, eager):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = loop(cell, x, cell.initial_state(4, "cpu"), None)
+        loss = (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
+        grads.append(torch.autograd.grad(loss, list(cell.parameters())))
+    assert compiled.failure is None
+    for got, want in zip(*grads, strict=True):
+        assert got.dtype == want.dtype == torch.float32
+        scale = want.abs().max().item()
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2 * scale)
+
+
 class BranchyCell(Cell):
     """A cell whose step takes a Python branch on a tensor's value."""
 
