@@ -142,13 +142,21 @@ def weights_of(cell: Cell) -> list[Tensor]:
     return [p for p in cell.parameters() if p.dim() == 2 and p.requires_grad]
 
 
-def call_sites(cell: Cell, x_t: Tensor, state: State) -> tuple[int, ...]:
+def call_sites(cell: Cell, x: Tensor, state: State) -> tuple[int, ...]:
     """The index in :func:`weights_of` of the weight of each ``F.linear`` call that
-    one step of ``cell`` makes with one of them, in call order (one step, without
-    gradients)."""
-    recorder = Products(weights_of(cell), x_t.shape[0])
-    with torch.no_grad(), recorder:
-        cell(x_t, state)
+    one step of ``cell`` makes with one of them, in call order: the cell's first step
+    of the raw inputs ``x [B, T, input_size]``, run without gradients and then undone
+    as far as torch can see it (its buffers, such as a batch norm's running
+    statistics, and the random state are put back), so that the sequence's own steps
+    see what the eager loop's would."""
+    recorder = Products(weights_of(cell), x.shape[0])
+    buffers = [b.clone() for b in cell.buffers()]
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices), torch.no_grad():
+        with recorder:
+            cell(cell.project_input(x[:, :1])[:, 0], state)
+        for buffer, saved in zip(cell.buffers(), buffers, strict=True):
+            buffer.copy_(saved)
     return tuple(recorder.sites)
 
 

@@ -143,7 +143,7 @@ class CompiledLoop:
             state = tuple(s if s.requires_grad else s.detach().requires_grad_() for s in state)
         sites: tuple[int, ...] = ()
         if training and self.block_weight_grads and x.shape[1] >= self.steps:
-            sites = call_sites(cell, cell.project_input(x[:, :1])[:, 0], state)
+            sites = call_sites(cell, x, state)
         weights_t: list[Tensor] = transposed(cell, sites) if sites else []
         block = compiled_block(self.backend)
         outputs = []

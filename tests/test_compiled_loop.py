@@ -329,6 +329,40 @@ def test_bf16_autocast_gives_float32_weight_gradients_near_the_eager_loops() -> 
         torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2 * scale)
 
 
+class NormalisedCell(Cell):
+    """Recurrent batch norm (Cooijmans et al. 2016) on the state's product, then
+    dropout: a step updates the running statistics and draws random numbers."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__(input_size, hidden_size)
+        self.u = nn.Linear(input_size, hidden_size)
+        self.w = nn.Parameter(torch.randn(hidden_size, hidden_size) / hidden_size**0.5)
+        self.norm = nn.BatchNorm1d(hidden_size)
+
+    def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        z = F.dropout(self.norm(F.linear(state[0], self.w)), 0.3)
+        h = torch.tanh(self.u(x_t) + z)
+        return h, (h,)
+
+
+def test_finding_the_products_leaves_no_trace_on_the_cell_or_the_random_numbers() -> None:
+    """Finding a cell's products runs one step of it beforehand: the running
+    statistics and the dropout masks are then those of the eager loop. In float64,
+    where batch norm does not magnify the deferred products' rounding at batch 4."""
+    results = []
+    for loop in (CompiledLoop(4, "aot_eager"), eager):
+        torch.manual_seed(0)
+        cell = NormalisedCell(5, 8).double()
+        x = torch.randn(4, 13, 5, dtype=torch.float64, requires_grad=True)
+        out, _ = loop(cell, x, cell.initial_state(4, "cpu", torch.float64), None)
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum()
+        grads = torch.autograd.grad(loss, [x, *cell.parameters()])
+        results.append((out, grads, [cell.norm.running_mean, cell.norm.running_var]))
+        assert getattr(loop, "failure", None) is None
+    assert_same(results[0], results[1])
+    assert cell.norm.num_batches_tracked == 13
+
+
 class BranchyCell(Cell):
     """A cell whose step takes a Python branch on a tensor's value."""
 
