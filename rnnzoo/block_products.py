@@ -151,8 +151,8 @@ def call_sites(cell: Cell, x: Tensor, state: State) -> tuple[int, ...]:
     see what the eager loop's would."""
     recorder = Products(weights_of(cell), x.shape[0])
     buffers = [b.clone() for b in cell.buffers()]
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices), torch.no_grad():
+    devices = [] if x.device.type == "cpu" else [x.device]  # the CPU's is always forked
+    with torch.random.fork_rng(devices, device_type=x.device.type), torch.no_grad():
         with recorder:
             cell(cell.project_input(x[:, :1])[:, 0], state)
         for buffer, saved in zip(cell.buffers(), buffers, strict=True):
