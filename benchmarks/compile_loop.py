@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/compile_loop.py           # every attempt
     OMP_NUM_THREADS=1 python benchmarks/compile_loop.py --quick   # K=16 at B=16 T=1000 only
+    python benchmarks/compile_loop.py --device cuda                # on a GPU, against cuDNN
 
 Every attempt runs at batch 16, T=1000 (the goal's size), K=16 also at batch 64, T=100.
 The cell is the plugin LSTM of ``plugin_lstm.py`` (LSTM maths, no fused kernel), input
@@ -26,7 +27,9 @@ Compile time is measured apart from the steady speed: for each k, a fresh proces
 an empty inductor cache (``TORCHINDUCTOR_CACHE_DIR`` a new temporary folder) times its
 first forward + backward (cold), a second process with the same folder does it again
 (warm); the compile time is that first call less a steady call. Results go to
-``benchmarks/results/compile[-quick].json`` and ``.md``.
+``benchmarks/results/compile[-cuda][-quick].json`` and ``.md``. With ``--device cuda``
+every contender runs on the GPU (``nn.LSTM`` is then cuDNN's) and the timing waits
+for the GPU at the end of each sample.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from bench_cells import INPUT, train_step
-from bench_common import Fn, interleaved, machine, median, speed_ratio
+from bench_common import Fn, interleaved, machine, median, speed_ratio, sync
 from plugin_lstm import PluginLSTM
 from report import table
 from torch import Tensor, nn
@@ -54,7 +57,6 @@ from rnnzoo.recurrence import Recurrence, step_loop
 
 HERE = Path(__file__).resolve().parent
 HIDDEN = 256
-CPU = torch.device("cpu")
 
 
 class NoRecurrentWeightGrad(PluginLSTM):
@@ -70,32 +72,36 @@ class NoRecurrentWeightGrad(PluginLSTM):
         return h, (h, c)
 
 
-def engine(compile_steps: int | None, block_weight_grads: bool = True) -> Recurrence:
+def engine(
+    compile_steps: int | None, device: torch.device, block_weight_grads: bool = True
+) -> Recurrence:
     """The plugin LSTM through the engine, eager or compiled, same weights every time."""
     torch.manual_seed(0)
     compiled = None
     if compile_steps is not None:
         compiled = CompiledLoop(compile_steps, block_weight_grads=block_weight_grads)
-    return Recurrence(PluginLSTM, INPUT, HIDDEN, compiled=compiled)
+    return Recurrence(PluginLSTM, INPUT, HIDDEN, compiled=compiled).to(device)
 
 
 def contenders(
-    batch: int, steps: int, ks: list[int], cell_alone: bool, per_step: bool
+    batch: int, steps: int, ks: list[int], device: torch.device, full: bool
 ) -> dict[str, Fn]:
-    x = torch.randn(batch, steps, INPUT)
-    reference = nn.LSTM(INPUT, HIDDEN, batch_first=True)
+    """``full``: also the per-step weight gradients, the compiled cell and the
+    diagnostic (the last two at T=1000 only)."""
+    x = torch.randn(batch, steps, INPUT, device=device)
+    reference = nn.LSTM(INPUT, HIDDEN, batch_first=True).to(device)
     fns: dict[str, Fn] = {"torch.nn": train_step(reference, lambda v: reference(v)[0], x)}
     for k in [None, *ks]:
-        model = engine(k)
+        model = engine(k, device)
         name = "eager" if k is None else f"compile K={k}"
         fns[name] = train_step(model, lambda v, m=model: m(v).outputs, x)
-    if per_step:
-        model = engine(16, block_weight_grads=False)
+    if full:
+        model = engine(16, device, block_weight_grads=False)
         fns["compile K=16, weight grads per step"] = train_step(
             model, lambda v: model(v).outputs, x
         )
-    if cell_alone:
-        cell = engine(None).cells[0]
+    if full and steps == 1000:
+        cell = engine(None, device).cells[0]
         compiled = torch.compile(cell, fullgraph=True, dynamic=False)
 
         def per_step(v: Tensor) -> Tensor:
@@ -105,6 +111,7 @@ def contenders(
         fns["compiled cell"] = train_step(cell, per_step, x)
         torch.manual_seed(0)
         diagnostic = Recurrence(NoRecurrentWeightGrad, INPUT, HIDDEN, compiled=CompiledLoop(16))
+        diagnostic.to(device)
         fns["diagnostic: K=16, no weight_hh grad"] = train_step(
             diagnostic, lambda v: diagnostic(v).outputs, x
         )
@@ -112,11 +119,11 @@ def contenders(
 
 
 def steady(
-    batch: int, steps: int, ks: list[int], cell_alone: bool, per_step: bool, rounds: int
+    batch: int, steps: int, ks: list[int], device: torch.device, full: bool, rounds: int
 ) -> list[dict]:
     torch.compiler.reset()
-    fns = contenders(batch, steps, ks, cell_alone, per_step)
-    samples = interleaved(fns, rounds, 0.3, CPU)
+    fns = contenders(batch, steps, ks, device, full)
+    samples = interleaved(fns, rounds, 0.3, device)
     rows = []
     for name in fns:
         rows.append(
@@ -134,29 +141,34 @@ def steady(
     return rows
 
 
-def first_call(batch: int, steps: int, k: int) -> dict[str, float]:
-    """In this process: the first forward + backward (compiling) and a steady one."""
-    torch.set_num_threads(1)
-    model = engine(k)
-    fn = train_step(model, lambda v: model(v).outputs, torch.randn(batch, steps, INPUT))
+def seconds(fn: Fn, device: torch.device) -> float:
+    """One call of ``fn``, waiting for the device before and after."""
+    sync(device)
     start = time.perf_counter()
     fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def first_call(batch: int, steps: int, k: int, device: torch.device) -> dict[str, float]:
+    """In this process: the first forward + backward (compiling) and a steady one."""
+    torch.set_num_threads(1)
+    model = engine(k, device)
+    x = torch.randn(batch, steps, INPUT, device=device)
+    fn = train_step(model, lambda v: model(v).outputs, x)
+    first = seconds(fn, device)
+    times = [seconds(fn, device) for _ in range(3)]
     return {"first call s": round(first, 2), "compile s": round(first - median(times), 2)}
 
 
-def compile_times(batch: int, steps: int, k: int) -> dict[str, object]:
+def compile_times(batch: int, steps: int, k: int, device: torch.device) -> dict[str, object]:
     """Cold and warm compile time of ``compile K=k``, each in a fresh process."""
     row: dict[str, object] = {"B": batch, "T": steps, "K": k}
     with tempfile.TemporaryDirectory(prefix="inductor-") as cache:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "OMP_NUM_THREADS": "1"}
         for kind in ("cold", "warm"):
-            command = [sys.executable, __file__, "--first-call", str(batch), str(steps), str(k)]
+            command = [sys.executable, __file__, "--device", str(device), "--first-call"]
+            command += [str(batch), str(steps), str(k)]
             done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
             row[f"{kind} compile s"] = result["compile s"]
@@ -168,10 +180,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="K=16 at B=16 T=1000 only")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
     parser.add_argument("--first-call", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: this torch build sees no CUDA device")
     if args.first_call:
-        print(json.dumps(first_call(*args.first_call)))
+        print(json.dumps(first_call(*args.first_call, device)))
         return
     torch.set_num_threads(1)
     ks = [16] if args.quick else [8, 16, 32]
@@ -179,24 +195,23 @@ def main() -> None:
     rounds = args.rounds or (3 if args.quick else 7)
     started = time.perf_counter()
     results: dict[str, object] = {"machine": machine(), "quick": args.quick, "rounds": rounds}
-    results["compile"] = [compile_times(16, 1000, k) for k in ks]
+    results["compile"] = [compile_times(16, 1000, k, device) for k in ks]
     print(f"[{time.perf_counter() - started:5.0f}s] compile times: {results['compile']}")
     # every attempt at B=16 T=1000, the goal's size; at B=64 T=100 the default K only
     results["steady"] = [
         row
         for b, t in sizes
-        for row in steady(
-            b, t, ks if t == 1000 else [16], not args.quick and t == 1000, not args.quick, rounds
-        )
+        for row in steady(b, t, ks if t == 1000 else [16], device, not args.quick, rounds)
     ]
     results["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     results["seconds"] = round(time.perf_counter() - started)
-    stem = args.out / ("compile-quick" if args.quick else "compile")
+    stem = args.out / ("compile" + "-cuda" * (device.type == "cuda") + "-quick" * args.quick)
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     m = results["machine"]
     text = (
         f"# model.compile (benchmarks/compile_loop.py{' --quick' if args.quick else ''})\n\n"
+        f"{m['cuda_device'] + ' (CUDA), ' if device.type == 'cuda' else ''}"
         f"{m['cpu']}, {m['cpu_count']} cores, 1 torch thread, torch {m['torch']}; load "
         f"average {m['load_average_1min']} at the start, {results['load_average_1min_end']} "
         f"at the end; {rounds} interleaved rounds; {results['seconds']} s in all.\n\n"
