@@ -439,6 +439,10 @@ def test_train_with_compile_end_to_end(tmp_path) -> None:
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert "cannot be compiled" not in done.stderr
+        # the slow first step is announced, and only where it comes
+        assert ("model.compile: torch.compile compiles blocks of 2 steps" in done.stderr) == (
+            flag == "true"
+        )
         found[flag] = losses(run_dir / "metrics.jsonl")
     assert any(cache.rglob("*")), "inductor compiled nothing"
     assert len(found["true"]) >= 4  # three training steps and the evaluation

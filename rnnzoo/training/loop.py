@@ -32,7 +32,7 @@ from rnnzoo.training.assemble import assemble
 from rnnzoo.training.context import RunView
 from rnnzoo.training.device import autocast
 from rnnzoo.training.optim import lr_at, set_lr
-from rnnzoo.training.progress import Progress, say
+from rnnzoo.training.progress import Progress, notices, say
 from rnnzoo.training.run import RunFolder
 from rnnzoo.training.signals import StopRequest
 from rnnzoo.training.state import checkpoint_state
@@ -260,8 +260,8 @@ class Trainer:
         resumed_at = self.state.step if self.resumed else None
         self.folder.prepare(self.cfg, self.task, self.run_id, resumed_at)
         say(f"run folder {self.run_dir}" + (f" (resumed at step {resumed_at})" * self.resumed))
-        if self.cfg.trainer.precision == "bf16" and self.device.type != "cuda":
-            say("trainer.precision=bf16 needs CUDA; training in fp32")
+        for line in notices(self.cfg, self.device):
+            say(line)
         self.tracker = self.folder.tracker(self.cfg, self.run_id, self.tags, self.task)
 
     def save_checkpoint(self, best: bool = False) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
+import torch
 from tqdm import tqdm
 
 #: the least time between two plain progress lines (the last one always shows)
@@ -70,3 +72,18 @@ class Progress:
 def say(text: str) -> None:
     """A line on stderr that does not break the progress bar."""
     tqdm.write(f"rnnzoo: {text}", file=sys.stderr)
+
+
+def notices(cfg: Any, device: torch.device) -> list[str]:
+    """Lines to say as training starts about settings that act unlike they read:
+    bf16 off the GPU, and ``model.compile``'s slow first step."""
+    lines = []
+    if cfg.trainer.precision == "bf16" and device.type != "cuda":
+        lines.append("trainer.precision=bf16 needs CUDA; training in fp32")
+    if cfg.model.compile:
+        lines.append(
+            f"model.compile: torch.compile compiles blocks of {cfg.model.compile_steps} steps "
+            "the first time a cell runs the step loop; that step takes about half a minute "
+            "on a small CPU, seconds once the compiler's cache is warm"
+        )
+    return lines
