@@ -24,7 +24,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Fn, calls: int, device: torch.device) -> float:
+def timed(fn: Fn, calls: int, device: torch.device) -> float:
+    """Seconds per call of ``fn`` over ``calls`` calls, waiting for the device."""
     sync(device)
     start = time.perf_counter()
     for _ in range(calls):
@@ -44,13 +45,13 @@ def interleaved(
     calls = {}
     for name, fn in contenders.items():
         fn()
-        calls[name] = max(1, round(min_time / max(_timed(fn, 1, device), 1e-6)))
+        calls[name] = max(1, round(min_time / max(timed(fn, 1, device), 1e-6)))
     names = list(contenders)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            samples[name].append(_timed(contenders[name], calls[name], device))
+            samples[name].append(timed(contenders[name], calls[name], device))
     return samples
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from bench_cells import INPUT, train_step
-from bench_common import Fn, interleaved, machine, median, speed_ratio, sync
+from bench_common import Fn, interleaved, machine, median, speed_ratio, timed
 from plugin_lstm import PluginLSTM
 from report import table
 from torch import Tensor, nn
@@ -141,23 +141,14 @@ def steady(
     return rows
 
 
-def seconds(fn: Fn, device: torch.device) -> float:
-    """One call of ``fn``, waiting for the device before and after."""
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
-
-
 def first_call(batch: int, steps: int, k: int, device: torch.device) -> dict[str, float]:
     """In this process: the first forward + backward (compiling) and a steady one."""
     torch.set_num_threads(1)
     model = engine(k, device)
     x = torch.randn(batch, steps, INPUT, device=device)
     fn = train_step(model, lambda v: model(v).outputs, x)
-    first = seconds(fn, device)
-    times = [seconds(fn, device) for _ in range(3)]
+    first = timed(fn, 1, device)
+    times = [timed(fn, 1, device) for _ in range(3)]
     return {"first call s": round(first, 2), "compile s": round(first - median(times), 2)}
 
 

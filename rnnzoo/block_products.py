@@ -142,14 +142,14 @@ def weights_of(cell: Cell) -> list[Tensor]:
     return [p for p in cell.parameters() if p.dim() == 2 and p.requires_grad]
 
 
-def call_sites(cell: Cell, x: Tensor, state: State) -> tuple[int, ...]:
-    """The index in :func:`weights_of` of the weight of each ``F.linear`` call that
-    one step of ``cell`` makes with one of them, in call order: the cell's first step
+def call_sites(cell: Cell, weights: list[Tensor], x: Tensor, state: State) -> tuple[int, ...]:
+    """The index in ``weights`` (:func:`weights_of`) of the weight of each ``F.linear``
+    call that one step of ``cell`` makes with one of them, in call order: the cell's first step
     of the raw inputs ``x [B, T, input_size]``, run without gradients and then undone
     as far as torch can see it (its buffers, such as a batch norm's running
     statistics, and the random state are put back), so that the sequence's own steps
     see what the eager loop's would."""
-    recorder = Products(weights_of(cell), x.shape[0])
+    recorder = Products(weights, x.shape[0])
     buffers = [b.clone() for b in cell.buffers()]
     devices = [] if x.device.type == "cpu" else [x.device]  # the CPU's is always forked
     with torch.random.fork_rng(devices, device_type=x.device.type), torch.no_grad():
@@ -160,22 +160,20 @@ def call_sites(cell: Cell, x: Tensor, state: State) -> tuple[int, ...]:
     return tuple(recorder.sites)
 
 
-def transposed(cell: Cell, sites: tuple[int, ...]) -> list[Tensor]:
-    """For :func:`weights_of`: each weight a call site uses as a contiguous ``[in,
-    out]`` copy (what the forward product reads), the others as they are."""
+def transposed(weights: list[Tensor], sites: tuple[int, ...]) -> list[Tensor]:
+    """Each of ``weights`` that a call site uses as a contiguous ``[in, out]`` copy
+    (what the forward product reads), the others as they are."""
     return [
-        w.detach().t().contiguous() if i in sites else w.detach()
-        for i, w in enumerate(weights_of(cell))
+        w.detach().t().contiguous() if i in sites else w.detach() for i, w in enumerate(weights)
     ]
 
 
 def block_taps(
-    cell: Cell, sites: tuple[int, ...], steps: int, batch: int
+    weights: list[Tensor], sites: tuple[int, ...], steps: int, batch: int
 ) -> tuple[list[Tensor], list[list[Tensor]]]:
     """For one block of ``steps`` steps: each call site's taps ``[steps, batch, out]``
     and the list each site's recorded inputs ``[steps, batch, in]`` go in once the
     block has run (before backward)."""
-    weights = weights_of(cell)
     recorded: list[list[Tensor]] = [[] for _ in sites]
     taps = [
         _BlockWeightGradient.apply(

@@ -10,8 +10,8 @@ of the same batch size and dtype, so compile time does not grow with ``T``; the 
 ``T % K`` steps run eagerly. The block projects its own inputs, and the gradients of
 the cell's weights take one product per block instead of one per step
 (:mod:`rnnzoo.block_products`): at batch 16 those per-step products and the copies
-around them cost more than the fused arithmetic saves. Padding is handled as in the eager loop: a padded step
-keeps its sequence's state and outputs zeros.
+around them cost more than the fused arithmetic saves. Padding is handled as in the
+eager loop: a padded step keeps its sequence's state and outputs zeros.
 
 A cell that ``torch.compile`` cannot trace in one graph (data-dependent Python
 control flow, an unsupported call) runs through the eager loop instead, after one
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -32,8 +33,9 @@ from rnnzoo.block_products import Products, block_taps, call_sites, transposed, 
 from rnnzoo.cell import Cell, State
 from rnnzoo.recurrence import check_step, padded_step, padding
 
-#: call sites, the weights' transposes, each site's taps (see :func:`run_steps`)
-Deferred = tuple[tuple[int, ...], list[Tensor], list[Tensor]]
+#: the cell's weights, the call sites, the weights' transposes, each site's taps (see
+#: :func:`run_steps`)
+Deferred = tuple[list[Tensor], tuple[int, ...], list[Tensor], list[Tensor]]
 Block = Callable[
     [Cell, Tensor, State, "Tensor | None", "Deferred | None"],
     tuple[Tensor, State, list[Tensor]],
@@ -52,8 +54,9 @@ def run_steps(
     The block projects its own inputs (``cell.project_input``, which acts on each step
     alone): inside the compiled graph that is one product for the block, and no
     projected tensor of the whole sequence is written, transposed or split.
-    With ``products`` (the call sites of :func:`~rnnzoo.block_products.call_sites`,
-    the weights' transposes and each site's taps ``[k, B, out]``), the cell's
+    With ``products`` (:func:`~rnnzoo.block_products.weights_of`, the call sites of
+    :func:`~rnnzoo.block_products.call_sites`, the weights' transposes and each
+    site's taps ``[k, B, out]``), the cell's
     weight products run as :class:`~rnnzoo.block_products.Products` describes.
     Returns the outputs ``[B, k, output_size]``, the state after the last step and,
     with ``products``, each site's inputs ``[k, B, in]``. With ``real`` (``[k, B, 1]``
@@ -66,10 +69,8 @@ def run_steps(
         if products is None:
             output, new_state = cell(x_t, state)
         else:
-            sites, weights_t, taps = products
-            step = Products(
-                weights_of(cell), x.shape[1], weights_t, [tap[t] for tap in taps], sites
-            )
+            weights, sites, weights_t, taps = products
+            step = Products(weights, x.shape[1], weights_t, [tap[t] for tap in taps], sites)
             with step:
                 output, new_state = cell(x_t, state)
             inputs.append(step.inputs)
@@ -118,6 +119,10 @@ class CompiledLoop:
         self.steps = steps
         self.backend = backend
         self.block_weight_grads = block_weight_grads
+        #: each cell's call sites, found once per batch size and set of trained weights
+        self._sites: weakref.WeakKeyDictionary[Cell, tuple[object, tuple[int, ...]]] = (
+            weakref.WeakKeyDictionary()
+        )
         #: why a cell could not be compiled, or None while none has failed
         self.failure: str | None = None
 
@@ -141,10 +146,11 @@ class CompiledLoop:
             # block runs the same graph (not one compiled for it alone), so does its
             # initial state (a fresh leaf where it did not; nothing reads its gradient)
             state = tuple(s if s.requires_grad else s.detach().requires_grad_() for s in state)
-        sites: tuple[int, ...] = ()
+        products = None
         if training and self.block_weight_grads and x.shape[1] >= self.steps:
-            sites = call_sites(cell, x, state)
-        weights_t: list[Tensor] = transposed(cell, sites) if sites else []
+            weights = weights_of(cell)
+            if sites := self._call_sites(cell, weights, x, state):
+                products = (weights, sites, transposed(weights, sites))
         block = compiled_block(self.backend)
         outputs = []
         # one split (one backward node), not a slice per block: each slice's backward
@@ -157,7 +163,7 @@ class CompiledLoop:
                 out, state, _ = run_steps(cell, part, state, mask)
             else:
                 try:
-                    out, state = self._block(block, cell, part, state, mask, sites, weights_t)
+                    out, state = self._block(block, cell, part, state, mask, products)
                 except Exception as exc:  # whatever the compiler raised: run eagerly
                     self._fail(cell, exc)
                     return None
@@ -166,6 +172,18 @@ class CompiledLoop:
             outputs.append(out)
         return torch.cat(outputs, 1), state
 
+    def _call_sites(
+        self, cell: Cell, weights: list[Tensor], x: Tensor, state: State
+    ) -> tuple[int, ...]:
+        """:func:`~rnnzoo.block_products.call_sites`, found again only when the batch
+        size, dtype, device or the set of trained weights changes (a cell whose calls
+        change otherwise is found out while compiling)."""
+        key = (x.shape[0], x.dtype, x.device, tuple(map(id, weights)))
+        known = self._sites.get(cell)
+        if known is None or known[0] != key:
+            known = self._sites[cell] = (key, call_sites(cell, weights, x, state))
+        return known[1]
+
     @staticmethod
     def _block(
         block: Block,
@@ -173,16 +191,17 @@ class CompiledLoop:
         part: Tensor,
         state: State,
         mask: Tensor | None,
-        sites: tuple[int, ...],
-        weights_t: list[Tensor],
+        products: tuple[list[Tensor], tuple[int, ...], list[Tensor]] | None,
     ) -> tuple[Tensor, State]:
-        """One compiled block; with call sites, their weight gradients come from one
-        product per site for the block (:mod:`rnnzoo.block_products`)."""
-        if not sites:
+        """One compiled block; with ``products`` (the cell's weights, the call sites and
+        the weights' transposes), the sites' weight gradients come from one product per
+        site for the block (:mod:`rnnzoo.block_products`)."""
+        if products is None:
             out, state, _ = block(cell, part, state, mask, None)
             return out, state
-        taps, recorded = block_taps(cell, sites, part.shape[0], part.shape[1])
-        out, state, inputs = block(cell, part, state, mask, (sites, weights_t, taps))
+        weights, sites, weights_t = products
+        taps, recorded = block_taps(weights, sites, part.shape[0], part.shape[1])
+        out, state, inputs = block(cell, part, state, mask, (weights, sites, weights_t, taps))
         for into, site_inputs in zip(recorded, inputs, strict=True):
             into.append(site_inputs.detach())
         return out, state

@@ -2,7 +2,8 @@
 loop and nn.LSTM (outputs, final state, every gradient), with padding, stacked and
 bidirectional layers, truncated BPTT and carried state; one graph reused for every
 block; weight gradients as one product per block (a weight in several products, a
-cell whose products change from step to step); the eager fallback with one warning;
+cell whose products change from step to step, the products found once per batch
+size); the eager fallback with one warning;
 the config keys end to end."""
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from rnnzoo_example_plugin import ExampleLeakyCell
 from test_tbptt import trainer
 from torch import Tensor, fx, nn
 
+from rnnzoo import compiled_loop, recurrence
+from rnnzoo.block_products import call_sites
 from rnnzoo.cell import Cell, State
 from rnnzoo.compiled_loop import CompiledLoop
 from rnnzoo.recurrence import Recurrence, step_loop
@@ -249,24 +252,59 @@ def test_a_weight_used_by_several_products_gets_its_whole_gradient() -> None:
     assert_same(got, run(eager, cell, x, lengths))
 
 
-def test_a_cell_whose_products_vary_runs_eagerly_with_the_right_gradients() -> None:
+def test_a_cell_whose_products_vary_runs_eagerly_with_the_right_gradients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Deferred products need the same F.linear calls at every step; a cell that
-    changes them is found out while compiling and runs eagerly, with eager gradients."""
+    changes them is found out while compiling, in the middle of the engine's call,
+    which then returns the eager loop's outputs and gradients (from the step count
+    the eager loop started at, which picks the weights)."""
     torch.manual_seed(0)
     cell = AlternatingCell(5, 8)
-    x = torch.randn(4, 13, 5)
+    x = torch.randn(4, 13, 5, requires_grad=True)
+    started_at = []
+
+    def eager_loop(cell: AlternatingCell, *args):
+        started_at.append(cell.calls)
+        return step_loop(cell, *args)
+
+    monkeypatch.setattr(recurrence, "step_loop", eager_loop)
     compiled = CompiledLoop(4, "aot_eager")
-    with pytest.warns(RuntimeWarning, match="cell AlternatingCell .* cannot be compiled"):
-        assert compiled(cell, x, cell.initial_state(4, "cpu"), None) is None
-    assert "F.linear calls with its weights differ from step to step" in str(compiled.failure)
-    cell.calls = 0
-    x.requires_grad_()
     engine = Recurrence(lambda i, h: cell, 5, 8, compiled=compiled)
-    engine(x).outputs.sum().backward()
-    got = [x.grad, cell.w.grad, cell.v.grad]
-    cell.calls, x.grad, cell.w.grad, cell.v.grad = 0, None, None, None
-    step_loop(cell, x, cell.initial_state(4, "cpu"), None, False)[0].sum().backward()
-    assert_same(got, [x.grad, cell.w.grad, cell.v.grad])
+    with pytest.warns(RuntimeWarning, match="cell AlternatingCell .* cannot be compiled"):
+        out = engine(x).outputs
+    assert "F.linear calls with its weights differ from step to step" in str(compiled.failure)
+    assert len(started_at) == 1  # the engine fell back to the eager loop
+    out.sum().backward()
+    got = [out, x.grad, cell.w.grad, cell.v.grad]
+    cell.calls, x.grad, cell.w.grad, cell.v.grad = started_at[0], None, None, None
+    want = step_loop(cell, x, cell.initial_state(4, "cpu"), None, False)[0]
+    want.sum().backward()
+    assert_same(got, [want, x.grad, cell.w.grad, cell.v.grad])
+    assert compiled(cell, x, cell.initial_state(4, "cpu"), None) is None  # from now on
+
+
+def test_a_cell_s_products_are_found_once_per_batch_size_and_trained_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding the products runs a step of the cell: once, not at every call, until
+    the batch size or the weights that train change."""
+    found = []
+
+    def counting_sites(*args):
+        found.append(args[2].shape[0])
+        return call_sites(*args)
+
+    monkeypatch.setattr(compiled_loop, "call_sites", counting_sites)
+    torch.manual_seed(0)
+    cell = LSTMCell(5, 8, Tanh())
+    compiled = CompiledLoop(4, "aot_eager")
+    for batch in (3, 3, 2, 2):
+        run(compiled, cell, torch.randn(batch, 9, 5), None)
+    cell.weight_ih.requires_grad_(False)
+    compiled(cell, torch.randn(2, 9, 5), cell.initial_state(2, "cpu"), None)
+    assert found == [3, 2, 2]
+    assert compiled.failure is None
 
 
 class ProductsCell(Cell):
