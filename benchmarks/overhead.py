@@ -117,7 +117,7 @@ def importable(checkout: Path, into: Path) -> Path:
     return into
 
 
-def measure(
+def take_turns(
     size: str,
     names: list[str],
     rounds: int,
@@ -125,7 +125,8 @@ def measure(
     warmup: int,
     log: Any,
     baseline: Path | None = None,
-) -> list[dict[str, object]]:
+) -> dict[str, list[float]]:
+    """One set of contender processes, ``rounds`` turns each: the chunk times."""
     steps = warmup + rounds * chunk
     contenders = [
         Contender(n, size, steps, warmup, chunk, baseline if n.endswith("@base") else None)
@@ -150,22 +151,41 @@ def measure(
         for c in contenders:
             if c.process.poll() is None:
                 c.process.kill()
+    return times
+
+
+def measure(
+    size: str, names: list[str], sets: int, log: Any, **turns: Any
+) -> list[dict[str, object]]:
+    """The rows of ``size``: ``sets`` sets of processes in turn (a process can run a
+    few percent faster or slower than another of the same code for its whole life,
+    so each contender's ratio pools the rounds of several processes)."""
+    per_set = []
+    for number in range(sets):
+        if sets > 1:
+            log(f"{size}: set {number + 1}/{sets} of contender processes")
+        per_set.append(take_turns(size, names, log=log, **turns))
+    rounds, chunk = turns["rounds"], turns["chunk"]
     hidden, steps_t, batch = SIZES[size]
     rows = []
     for name in names:
-        per_round = [h / t for h, t in zip(times["hand"], times[name], strict=True)]
-        median = statistics.median(times[name])
+        ratios = [
+            [h / t for h, t in zip(times["hand"], times[name], strict=True)] for times in per_set
+        ]
+        pooled = [r for rs in ratios for r in rs]
+        median = statistics.median(t for times in per_set for t in times[name])
         rows.append(
             {
                 "size": f"lstm-{hidden} T={steps_t} B={batch}",
                 "contender": name,
-                "rounds": rounds,
+                "rounds": rounds * sets,
                 "chunk steps": chunk,
                 "ms/step (median)": round(1000 * median / chunk, 3),
-                "x hand-written": round(statistics.median(per_round), 3),
+                "x hand-written": round(statistics.median(pooled), 3),
                 "x hand-written, quartiles": [
-                    round(q, 3) for q in statistics.quantiles(per_round, n=4)
+                    round(q, 3) for q in statistics.quantiles(pooled, n=4)
                 ],
+                "x hand-written, per set": [round(statistics.median(r), 3) for r in ratios],
             }
         )
     return rows
@@ -175,7 +195,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["readme", "large"])
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
-    parser.add_argument("--rounds", type=int, default=12, help="chunks per contender")
+    parser.add_argument("--rounds", type=int, default=12, help="chunks per contender and set")
+    parser.add_argument(
+        "--sets", type=int, default=1, help="sets of contender processes, one after another"
+    )
     parser.add_argument(
         "--chunk",
         type=int,
@@ -201,7 +224,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = importable(args.baseline, Path(tmp)) if args.baseline else None
         for size in args.sizes:
-            rows += measure(size, names, args.rounds, args.chunk, args.warmup, log, base)
+            turns = {"rounds": args.rounds, "chunk": args.chunk, "warmup": args.warmup}
+            rows += measure(size, names, args.sets, log, baseline=base, **turns)
     log(f"load average at end: {os.getloadavg()[0]:.2f}")
     conditions["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     for row in rows:

@@ -140,8 +140,9 @@ def main() -> None:
         elif section == "train":
             names = overhead.contenders(list(overhead.CONTENDERS))
             sizes = ["readme"] + ([] if profile == "quick" else ["large"])
+            turns = {"rounds": chunks, "chunk": 100, "warmup": 50}
             results["train"] = [
-                row for size in sizes for row in overhead.measure(size, names, chunks, 100, 50, log)
+                row for size in sizes for row in overhead.measure(size, names, 1, log, **turns)
             ]
         elif section == "tbptt":
             results["tbptt"] = bench_training.tbptt_memory(

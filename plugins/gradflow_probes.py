@@ -20,7 +20,16 @@ would exceed it has its rows sent with a later probe's table (each row names its
 probe's step), or at the end; a probe whose figures would exceed it is drawn
 later, or at the end.
 
-It uses only what :class:`rnnzoo.events.TrainingRun` offers a plugin.
+Where a probe runs (``gradflow.process``): on the CPU, while training leaves a
+core free, in the probe process (:mod:`rnnzoo.probe_process`), which is handed
+the probe step's weights; its answer is waited for at the end of the next step
+and logged under the step it measured, before anything of that next step (this
+hook runs first). Otherwise, for the last probe, and while that process is
+still starting, in the training process. A probe handed over at the step where
+training was stopped (Ctrl-C) runs again when the run resumes from that step's
+checkpoint.
+
+Of the run, it uses only what :class:`rnnzoo.events.TrainingRun` offers a plugin.
 """
 
 from __future__ import annotations
@@ -31,10 +40,15 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from rnnzoo import gradflow, hookimpl
 from rnnzoo.events import TrainingRun
 from rnnzoo.gradflow_figures import GradflowFigures
 from rnnzoo.model import RNNModel
+from rnnzoo.probe_process import ProbeProcess, ProbeProcessError
+from rnnzoo.threads import available_cores
+from rnnzoo.training.progress import say
 
 RECORDS = "gradflow.jsonl"
 #: the W&B table of every probe: its step, the time step t, the distance T - t to
@@ -48,6 +62,13 @@ TABLE = "gradflow/curves"
 #: the share of the run's time W&B may spend on the table, as the figures may on
 #: drawing: a table costs W&B about 16 ms, several steps of a small model
 TABLE_SHARE = 0.01
+#: seconds to wait for the probe process to start (``always``) or to answer; a
+#: probe of a small model takes milliseconds, of a large one on a busy machine seconds
+ANSWER_WAIT = 120.0
+#: with ``gradflow.process=auto``, the probes a CPU run must have ahead of it to
+#: start the probe process: starting it costs about a second of a core (torch is
+#: imported there), which a handful of probes of a small model do not pay back
+AUTO_PROBES = 10
 
 
 def table_rows(step: int, result: gradflow.GradflowResult, cell: str) -> list[list[Any]]:
@@ -68,11 +89,26 @@ def table_rows(step: int, result: gradflow.GradflowResult, cell: str) -> list[li
 
 
 @dataclass
+class _Pending:
+    """A probe in flight in the probe process."""
+
+    step: int
+    #: the gradient norms of its step, before and after the controllers
+    norms: dict[str, float]
+
+
+@dataclass
 class _Probes:
     every: int
     figures: GradflowFigures
+    #: ``gradflow.process``: auto, always or never
+    where: str
+    #: ``trainer.steps``: the last probe runs here, as nothing follows it to wait for
+    last: int
     #: gradient norms of the step being probed, before and after the controllers
     norms: dict[str, float] = field(default_factory=dict)
+    process: ProbeProcess | None = None
+    pending: _Pending | None = None
 
 
 _active: weakref.WeakKeyDictionary[Any, _Probes] = weakref.WeakKeyDictionary()
@@ -86,17 +122,33 @@ def _due(run: TrainingRun, step: int) -> _Probes | None:
 
 @hookimpl
 def rnnzoo_train_start(run: TrainingRun) -> None:
-    every = int(run.config.gradflow.every)
+    settings, t = run.config.gradflow, run.config.trainer
+    every = int(settings.every)
     if every <= 0 or run.rank != 0:  # data-parallel: rank 0 probes for all
         return
     figures = GradflowFigures(run.run_dir / "gradflow")
     records = run.run_dir / RECORDS
+    recorded: set[int] = set()
     if records.is_file():  # a resumed run: the heatmap goes on from its probes so far
         rows = [json.loads(line) for line in records.read_text().splitlines() if line]
         figures.load_state_dict(
             {"rows": [r["grad_h"]["layer0/dir0"] for r in rows], "steps": [r["step"] for r in rows]}
         )
-    _active[run] = _Probes(every, figures)
+        recorded = {r["step"] for r in rows}
+    probes = _active[run] = _Probes(every, figures, str(settings.process), int(t.steps))
+    if run.step > 0 and run.step % every == 0 and run.step not in recorded:
+        # resumed at a probe step whose probe never arrived (training was stopped
+        # while the probe process had it): the checkpoint holds the step's weights
+        _record(run, probes, run.step, {}, _probe_here(run))
+    planned = (probes.last - run.step) // every
+    # threads "auto" may settle on fewer threads than cores once training runs
+    free = torch.get_num_threads() < available_cores() or t.threads == "auto"
+    auto = probes.where == "auto" and planned >= AUTO_PROBES and free
+    if (probes.where == "always" or auto) and run.device.type == "cpu":  # CUDA: stay
+        try:  # it starts while training does, and probes once it is ready
+            probes.process = ProbeProcess(_model(run))
+        except Exception as exc:  # OSError, or a model that cannot be pickled
+            _fall_back(probes, f"the probe process could not start ({exc})")
 
 
 @hookimpl
@@ -111,34 +163,112 @@ def rnnzoo_before_optimizer_step(run: TrainingRun, step: int) -> None:
         probes.norms.update(gradflow.parameter_grad_norms(run.model, "grad/postclip"))
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # before other plugins log this step: a late probe goes first
 def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
     probes = _active.get(run)
     if probes is None:
         return
+    # the probe handed over one step ago is waited for now, so it is logged before
+    # anything of this step, and a stop after this step cannot lose it
+    _collect(run, probes)
     if drawn := probes.figures.collect():  # a drawing finished since the last step
         run.log_images(drawn)
     if step % probes.every:
         return
-    settings = run.config.gradflow
-    model = run.model
-    assert isinstance(model, RNNModel)
-    batch = next(iter(run.task.val_batches(settings.batch_size))).to(run.device)
-    result = gradflow.probe(model, batch, settings.loss_step)
-    run.log({**result.scalars, **probes.norms})
-    probes.norms = {}
-    with open(run.run_dir / RECORDS, "a", encoding="utf-8") as f:
-        f.write(json.dumps(gradflow.as_record(step, result)) + "\n")
-    rows = table_rows(step, result, str(run.config.model.cell))
-    line = ("distance", "grad_h_last_loss", "curve")
-    run.log_table(TABLE, COLUMNS, rows, line=line, share=TABLE_SHARE)
-    images = probes.figures.add(step, result)  # drawn aside, within a time budget
-    if images:
-        run.log_images(images)
+    norms, probes.norms = probes.norms, {}
+    if step < probes.last and _aside(probes):
+        assert probes.process is not None
+        batch = next(iter(run.task.val_batches(run.config.gradflow.batch_size)))
+        try:
+            probes.process.probe(step, _model(run), batch, run.config.gradflow.loss_step)
+            probes.pending = _Pending(step, norms)
+            return
+        except Exception as exc:  # the process is gone, or the weights do not pack
+            _fall_back(probes, f"handing over the probe failed ({exc})")
+    _record(run, probes, step, norms, _probe_here(run))
 
 
 @hookimpl
 def rnnzoo_train_end(run: TrainingRun) -> None:
     probes = _active.pop(run, None)
-    if probes is not None and (images := probes.figures.finish()):
+    if probes is None:
+        return
+    _collect(run, probes)
+    if probes.process is not None:
+        probes.process.close()
+    if images := probes.figures.finish():
+        run.log_images(images)
+
+
+def _model(run: TrainingRun) -> RNNModel:
+    model = run.model
+    assert isinstance(model, RNNModel)
+    return model
+
+
+def _probe_here(run: TrainingRun) -> gradflow.GradflowResult:
+    """Probe in the training process."""
+    settings = run.config.gradflow
+    batch = next(iter(run.task.val_batches(settings.batch_size))).to(run.device)
+    return gradflow.probe(_model(run), batch, settings.loss_step)
+
+
+def _aside(probes: _Probes) -> bool:
+    """Whether this probe goes to the probe process: it has started (``always``
+    waits for it) and, for ``auto``, training leaves a core free."""
+    if probes.process is None:
+        return False
+    try:
+        wait = ANSWER_WAIT if probes.where == "always" else 0.0
+        if not probes.process.wait_ready(wait):
+            if probes.where == "always":
+                raise ProbeProcessError(f"it did not start within {ANSWER_WAIT:.0f} s")
+            return False
+    except ProbeProcessError as exc:
+        _fall_back(probes, f"the probe process failed ({exc})")
+        return False
+    return probes.where == "always" or torch.get_num_threads() < available_cores()
+
+
+def _collect(run: TrainingRun, probes: _Probes) -> None:
+    """Wait for the probe in flight, if any, and log it."""
+    pending, probes.pending = probes.pending, None
+    if pending is None or probes.process is None:
+        return
+    try:
+        answer = probes.process.answer(ANSWER_WAIT)
+        if answer is None:
+            raise ProbeProcessError(f"no answer within {ANSWER_WAIT:.0f} s")
+    except ProbeProcessError as exc:
+        _fall_back(
+            probes, f"the probe process failed ({exc}); the probe of step {pending.step} is lost"
+        )
+        return
+    step, result = answer
+    _record(run, probes, step, pending.norms, result)
+
+
+def _fall_back(probes: _Probes, why: str) -> None:
+    """Probe in the training process from now on, and say why."""
+    if probes.process is not None:
+        probes.process.close()
+    probes.process, probes.where = None, "never"
+    say(f"gradient-flow probes: {why}; they run in the training process from now on")
+
+
+def _record(
+    run: TrainingRun,
+    probes: _Probes,
+    step: int,
+    norms: dict[str, float],
+    result: gradflow.GradflowResult,
+) -> None:
+    """Log the probe of ``step``: scalars, its record, its table rows, figures."""
+    run.log({**result.scalars, **norms}, step=step)
+    with open(run.run_dir / RECORDS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(gradflow.as_record(step, result)) + "\n")
+    rows = table_rows(step, result, str(run.config.model.cell))
+    line = ("distance", "grad_h_last_loss", "curve")
+    run.log_table(TABLE, COLUMNS, rows, line=line, share=TABLE_SHARE, step=step)
+    if images := probes.figures.add(step, result):  # drawn aside, within a budget
         run.log_images(images)

@@ -28,7 +28,9 @@ class TrainingRun(Protocol):
     model and batches live; ``rank`` is the process's rank under ``torchrun`` (0 in
     a single process: rank 0 alone writes files, logs and probes); ``config`` is
     read-only (the trainer reads its settings once, when training starts). :meth:`log`
-    writes scalars to ``metrics.jsonl`` and W&B at the current step;
+    writes scalars to ``metrics.jsonl`` and W&B at the current step, or at an
+    earlier ``step`` for values computed aside that arrive late (the gradient-flow
+    probes' process does so);
     :meth:`log_images` shows PNG files already in the run folder as W&B images;
     :meth:`log_table` logs rows as a W&B table, so runs compare as data (W&B
     only: keep your own file of the numbers too).
@@ -55,7 +57,7 @@ class TrainingRun(Protocol):
     @property
     def rank(self) -> int: ...
 
-    def log(self, metrics: Mapping[str, Any]) -> None: ...
+    def log(self, metrics: Mapping[str, Any], *, step: int | None = None) -> None: ...
 
     def log_images(self, images: Mapping[str, Path]) -> None: ...
 
@@ -67,9 +69,10 @@ class TrainingRun(Protocol):
         *,
         line: tuple[str, str, str] | None = None,
         share: float | None = None,
+        step: int | None = None,
     ) -> None:
         """``rows`` (one value per column each) as a W&B table ``key`` at the current
-        step; ``line=(x, y, series)`` adds a line chart ``{key}_plot`` of column
+        step (or ``step``, as for :meth:`log`); ``line=(x, y, series)`` adds a line chart ``{key}_plot`` of column
         ``y`` against column ``x``, one line per value of column ``series``. A row
         of the wrong length raises ``ValueError``.
 

@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from rnnzoo.sideprocess import launch, reap
+from rnnzoo.sideprocess import answer_requests, launch, reap
 
 #: seconds a figure process that has been told to end may take before it is killed
 END_WAIT = 2.0
@@ -77,26 +77,17 @@ def serve() -> None:
     matplotlib loads once the first message has been read: a large one (a resumed
     run's heatmap rows) would otherwise hold the training thread in its send while
     this process starts."""
-    conn = Connection(int(sys.argv[1]))
     rows: list[Sequence[float]] = []
     steps: list[int] = []
-    while True:
-        try:
-            _, folder, curves, step, new_rows, new_steps = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):  # training has closed its end, or is gone
-            return
-        rows += new_rows
-        steps += new_steps
-        answer: tuple[Any, ...]
-        try:
-            from rnnzoo.plots import gradflow_figures
 
-            started = time.process_time()
-            images = gradflow_figures(folder, curves, step, rows, steps)
-            answer = ("drawn", images, time.process_time() - started)
-        except Exception as exc:
-            answer = ("error", f"{type(exc).__name__}: {exc}")
-        try:
-            conn.send_bytes(pickle.dumps(answer, pickle.HIGHEST_PROTOCOL))
-        except OSError:
-            return
+    def draw(request: bytes) -> tuple[Any, ...]:
+        _, folder, curves, step, new_rows, new_steps = pickle.loads(request)
+        rows.extend(new_rows)
+        steps.extend(new_steps)
+        from rnnzoo.plots import gradflow_figures
+
+        started = time.process_time()
+        images = gradflow_figures(folder, curves, step, rows, steps)
+        return ("drawn", images, time.process_time() - started)
+
+    answer_requests(Connection(int(sys.argv[1])), draw)

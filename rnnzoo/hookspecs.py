@@ -107,7 +107,8 @@ def rnnzoo_tasks() -> dict[str, Callable[..., Any]]:
 # Each receives the run as a :class:`rnnzoo.events.TrainingRun`: its ``config``,
 # ``model``, ``task``, ``step`` (optimizer steps taken so far), ``run_dir``,
 # ``device``, and ``log(metrics)`` / ``log_images(images)`` / ``log_table(key,
-# columns, rows)`` to log beside the run's own values. The built-in gradient-flow probes (``rnnzoo_plugins.gradflow_probes``)
+# columns, rows)`` to log beside the run's own values (``step=`` for values of an
+# earlier step that arrive late). The built-in gradient-flow probes (``rnnzoo_plugins.gradflow_probes``)
 # are a plugin on these hooks.
 
 

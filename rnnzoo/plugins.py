@@ -139,7 +139,7 @@ def plugin_path(spec: Any, source: Path | None) -> Any:
     return str((Path.cwd() / path).resolve())
 
 
-def _import_file(path: Path) -> ModuleType:
+def import_plugin_file(path: Path) -> ModuleType:
     """Import a ``.py`` file once per process, under a name derived from its path."""
     path = path.resolve()
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
@@ -170,7 +170,7 @@ def _load(spec: str) -> ModuleType:
         )
     try:
         if looks_like_file(spec):
-            return _import_file(Path(spec).expanduser())
+            return import_plugin_file(Path(spec).expanduser())
         return importlib.import_module(spec)
     except PluginError:
         raise

@@ -148,6 +148,9 @@ class GradflowConfig:
     batch_size: int = 16
     # the loss step whose gradient is followed back in time (-1: the last step)
     loss_step: int = -1
+    # where probes of CPU training run: auto = their own process when a core is free and
+    # the run probes 10+ times (else in training), always = that process, never = training
+    process: str = choice("auto", "always", "never")
 
 
 @dataclass
@@ -198,9 +201,8 @@ class ExperimentConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # null = runs/NAME-TIME-RUNID (unique); `rnnzoo train --run-dir` overrides it
     run_dir: str | None = None
-    # the name of the experiment file's variant this run uses (one of its
-    # `variants:`, whose settings are applied); kept so runs are labelled by it.
-    # null: the file as written
+    # the experiment file's variant this run uses (one of its `variants:`, whose
+    # settings are applied), kept so runs are labelled by it; null: the file as written
     variant: str | None = None
 
 

@@ -13,11 +13,14 @@ discarded.
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 
 def launch(
@@ -45,6 +48,25 @@ def launch(
     finally:
         theirs.close()
     return process, Connection(ours.detach())
+
+
+def answer_requests(conn: Connection, handle: Callable[[bytes], tuple[Any, ...]]) -> None:
+    """A helper's main loop: each request read from ``conn`` is answered with the
+    pickled tuple ``handle`` returns for it, or ``("error", text)`` when ``handle``
+    raises. Returns when training closes its end of the socket, or is gone."""
+    while True:
+        try:
+            request = conn.recv_bytes()
+        except (EOFError, OSError):  # training has closed its end, or is gone
+            return
+        try:
+            answer = handle(request)
+        except Exception as exc:
+            answer = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send_bytes(pickle.dumps(answer, pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            return
 
 
 def reap(process: subprocess.Popen[bytes], wait: float) -> None:

@@ -91,7 +91,8 @@ def test_training_loop_benchmark_times_every_contender_in_turns(tmp_path: Path) 
     each reporting its chunks; Lightning only where it is installed."""
     out = tmp_path / "rows.json"
     command = [sys.executable, str(BENCHMARKS / "overhead.py"), "--sizes", "tiny"]
-    command += ["--rounds", "2", "--chunk", "3", "--warmup", "2", "--json", str(out)]
+    command += ["--rounds", "2", "--sets", "2", "--chunk", "3", "--warmup", "2"]
+    command += ["--json", str(out)]
     command += [
         "--contenders",
         "hand",
@@ -114,11 +115,13 @@ def test_training_loop_benchmark_times_every_contender_in_turns(tmp_path: Path) 
     assert result["machine"]["baseline"] == (head or BENCHMARKS.parent.name)  # the checkout
     names = ["hand", "rnnzoo", "rnnzoo-lean", "rnnzoo@base", "rnnzoo-lean@base"]
     assert [row["contender"] for row in rows] == names
-    for row in rows:
-        assert row["rounds"] == 2 and row["chunk steps"] == 3
+    for row in rows:  # two sets of processes, two rounds each
+        assert row["rounds"] == 4 and row["chunk steps"] == 3
         assert row["ms/step (median)"] > 0 and row["x hand-written"] > 0
+        assert len(row["x hand-written, per set"]) == 2
     assert rows[0]["x hand-written"] == 1.0
-    assert done.stdout.count("round ") == 2  # a progress line per round
+    assert done.stdout.count("round ") == 4  # a progress line per round
+    assert done.stdout.count(": set ") == 2
 
 
 def test_tbptt_memory_benchmark() -> None:

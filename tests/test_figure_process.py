@@ -197,13 +197,14 @@ def test_a_large_drawing_is_handed_over_before_the_figure_process_loads_matplotl
 
 class SlowStep:
     """At step 3, waits for the figure process to finish drawing the probe of step 2,
-    and at the steps ``also``, for a drawing in flight (registered after the built-in
-    plugin, so pluggy calls it first: nothing has collected the drawing yet)."""
+    and at the steps ``also``, for a drawing in flight (tryfirst like the built-in
+    plugin's and registered after it, so pluggy calls it first: nothing has
+    collected the drawing yet)."""
 
     def __init__(self, also: tuple[int, ...]) -> None:
         self.also = also
 
-    @hookimpl
+    @hookimpl(tryfirst=True)
     def rnnzoo_step_end(self, run: TrainingRun, step: int) -> None:
         from rnnzoo_plugins import gradflow_probes
 
@@ -234,6 +235,7 @@ def test_figures_drawn_aside_reach_wandb_during_training(
         "trainer.progress=false",
         "gradflow.every=2",
         "gradflow.batch_size=4",
+        "gradflow.process=never",  # each probe's drawing is handed over at its own step
         "tracking.wandb_mode=offline",
     ]
     pm = plugin_manager()

@@ -51,9 +51,9 @@ class RunView:
     def rank(self) -> int:
         return self._trainer.ranks.rank
 
-    def log(self, metrics: Mapping[str, Any]) -> None:
+    def log(self, metrics: Mapping[str, Any], *, step: int | None = None) -> None:
         if self._trainer.tracker is not None:
-            self._trainer.tracker.log(self.step, dict(metrics))
+            self._trainer.tracker.log(self.step if step is None else step, dict(metrics))
 
     def log_images(self, images: Mapping[str, Path]) -> None:
         if self._trainer.tracker is not None:
@@ -67,6 +67,8 @@ class RunView:
         *,
         line: tuple[str, str, str] | None = None,
         share: float | None = None,
+        step: int | None = None,
     ) -> None:
         if self._trainer.tracker is not None:
-            self._trainer.tracker.log_table(self.step, key, columns, rows, line, share)
+            at = self.step if step is None else step
+            self._trainer.tracker.log_table(at, key, columns, rows, line, share)
