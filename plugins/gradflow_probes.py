@@ -20,8 +20,8 @@ would exceed it has its rows sent with a later probe's table (each row names its
 probe's step), or at the end; a probe whose figures would exceed it is drawn
 later, or at the end.
 
-Where a probe runs (``gradflow.process``): on the CPU, while training leaves a
-core free, in the probe process (:mod:`rnnzoo.probe_process`), which is handed
+Where a probe runs (``gradflow.process``): in the training process by default;
+with ``auto``, on the CPU, while training leaves a core free, in the probe process (:mod:`rnnzoo.probe_process`), which is handed
 the probe step's weights; its answer is waited for at the end of the next step
 and logged under the step it measured, before anything of that next step (this
 hook runs first). Otherwise, for the last probe, and while that process is

@@ -148,9 +148,9 @@ class GradflowConfig:
     batch_size: int = 16
     # the loss step whose gradient is followed back in time (-1: the last step)
     loss_step: int = -1
-    # where probes of CPU training run: auto = their own process when a core is free and
-    # the run probes 10+ times (else in training), always = that process, never = training
-    process: str = choice("auto", "always", "never")
+    # where probes run: never = training (default: the process was slower on a busy
+    # machine), auto = own process on CPU with a core free and 10+ probes, always = it
+    process: str = choice("never", "auto", "always")
 
 
 @dataclass
