@@ -15,6 +15,8 @@ where the kernels dominate. Contenders:
   no checkpoints, no progress bar (skipped when Lightning is not installed);
 - ``rnnzoo``: ``rnnzoo train`` as shipped: W&B offline, JSONL logs every 25
   steps, gradient-flow probes every 100 steps;
+- ``rnnzoo-here``: the same with ``gradflow.process=never`` (every probe in the
+  training process);
 - ``rnnzoo-lean``: the same with ``gradflow.every=0`` and W&B disabled;
 - ``rnnzoo@base`` and ``rnnzoo-lean@base`` with ``--baseline CHECKOUT``: the same
   two from another checkout of rnnzoo (an earlier revision), for before/after
@@ -49,7 +51,7 @@ from bench_common import machine
 from overhead_contender import SIZES
 
 HERE = Path(__file__).resolve().parent
-CONTENDERS = ("hand", "lightning", "rnnzoo", "rnnzoo-lean")
+CONTENDERS = ("hand", "lightning", "rnnzoo", "rnnzoo-here", "rnnzoo-lean")
 
 
 def lightning_version() -> str | None:

@@ -4,10 +4,10 @@ of each chunk of steps.
 
     python benchmarks/overhead_contender.py CONTENDER SIZE STEPS WARMUP CHUNK
 
-``CONTENDER`` is ``hand``, ``lightning``, ``rnnzoo`` or ``rnnzoo-lean`` (see
-``overhead.py``); ``SIZE`` a key of :data:`SIZES`. After ``WARMUP`` steps it
-prints ``@@ ready`` and waits for a line on stdin; then, for every ``CHUNK``
-steps, it prints ``@@ SECONDS`` and waits for the next line.
+``CONTENDER`` is ``hand``, ``lightning``, ``rnnzoo``, ``rnnzoo-here`` or
+``rnnzoo-lean`` (see ``overhead.py``); ``SIZE`` a key of :data:`SIZES`. After
+``WARMUP`` steps it prints ``@@ ready`` and waits for a line on stdin; then, for
+every ``CHUNK`` steps, it prints ``@@ SECONDS`` and waits for the next line.
 """
 
 from __future__ import annotations
@@ -101,9 +101,7 @@ def train_lightning(hidden: int, steps_t: int, batch: int, steps: int, turns: Tu
     trainer.fit(Model(), loader)
 
 
-def train_rnnzoo(
-    hidden: int, steps_t: int, batch: int, steps: int, turns: Turns, lean: bool
-) -> None:
+def train_rnnzoo(hidden: int, steps_t: int, batch: int, steps: int, turns: Turns, how: str) -> None:
     from rnnzoo import config, hookimpl
     from rnnzoo.plugins import plugin_manager
     from rnnzoo.registry import Registry
@@ -124,11 +122,11 @@ def train_rnnzoo(
         "trainer.threads=1",
         "trainer.progress=false",
     ]
-    overrides += (
-        ["gradflow.every=0", "tracking.wandb_mode=disabled"]
-        if lean
-        else ["tracking.wandb_mode=offline"]
-    )
+    overrides += {
+        "rnnzoo": ["tracking.wandb_mode=offline"],
+        "rnnzoo-here": ["tracking.wandb_mode=offline", "gradflow.process=never"],
+        "rnnzoo-lean": ["gradflow.every=0", "tracking.wandb_mode=disabled"],
+    }[how]
     registry = Registry(plugin_manager())
     registry.pm.register(Clock())
     cfg = config.load(ROOT / "experiments" / "adding.yaml", overrides)
@@ -146,7 +144,7 @@ def contend(contender: str, size: str, steps: int, turns: Turns) -> None:
     elif contender == "lightning":
         train_lightning(*shape, steps, turns)
     else:
-        train_rnnzoo(*shape, steps, turns, lean=contender == "rnnzoo-lean")
+        train_rnnzoo(*shape, steps, turns, contender)
 
 
 if __name__ == "__main__":

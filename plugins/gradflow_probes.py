@@ -20,12 +20,16 @@ would exceed it has its rows sent with a later probe's table (each row names its
 probe's step), or at the end; a probe whose figures would exceed it is drawn
 later, or at the end.
 
-Where a probe runs (``gradflow.process``): in the training process by default;
-with ``auto``, on the CPU, while training leaves a core free, in the probe process (:mod:`rnnzoo.probe_process`), which is handed
-the probe step's weights; its answer is waited for at the end of the next step
-and logged under the step it measured, before anything of that next step (this
-hook runs first). Otherwise, for the last probe, and while that process is
-still starting, in the training process. A probe handed over at the step where
+Where a probe runs (``gradflow.process``): with ``auto``, the default, a CPU run
+that leaves a core free and probes at least :data:`AUTO_PROBES` times starts the
+probe process (:mod:`rnnzoo.probe_process`), and each probe then runs where it
+cost the training thread less when last tried there
+(:class:`rnnzoo.probe_process.Placement`): in the training process, or handed to
+the probe process with the probe step's weights. A probe handed over is waited
+for at the end of the next step and logged under the step it measured, before
+anything of that next step (this hook runs first). ``always`` hands every probe
+over, ``never`` keeps them all in training. The last probe, and those while the
+process is still starting, run in training. A probe handed over at the step where
 training was stopped (Ctrl-C) runs again when the run resumes from that step's
 checkpoint.
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +51,7 @@ from rnnzoo import gradflow, hookimpl
 from rnnzoo.events import TrainingRun
 from rnnzoo.gradflow_figures import GradflowFigures
 from rnnzoo.model import RNNModel
-from rnnzoo.probe_process import ProbeProcess, ProbeProcessError
+from rnnzoo.probe_process import Placement, ProbeProcess, ProbeProcessError
 from rnnzoo.threads import available_cores
 from rnnzoo.training.progress import say
 
@@ -95,6 +100,8 @@ class _Pending:
     step: int
     #: the gradient norms of its step, before and after the controllers
     norms: dict[str, float]
+    #: seconds the training thread took to hand it over
+    handing: float
 
 
 @dataclass
@@ -109,6 +116,8 @@ class _Probes:
     norms: dict[str, float] = field(default_factory=dict)
     process: ProbeProcess | None = None
     pending: _Pending | None = None
+    #: with ``auto``: here or aside, whichever costs training less
+    placement: Placement = field(default_factory=Placement)
 
 
 _active: weakref.WeakKeyDictionary[Any, _Probes] = weakref.WeakKeyDictionary()
@@ -178,14 +187,18 @@ def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
     norms, probes.norms = probes.norms, {}
     if step < probes.last and _aside(probes):
         assert probes.process is not None
+        started = time.perf_counter()
         batch = next(iter(run.task.val_batches(run.config.gradflow.batch_size)))
         try:
             probes.process.probe(step, _model(run), batch, run.config.gradflow.loss_step)
-            probes.pending = _Pending(step, norms)
+            probes.pending = _Pending(step, norms, time.perf_counter() - started)
             return
         except Exception as exc:  # the process is gone, or the weights do not pack
             _fall_back(probes, f"handing over the probe failed ({exc})")
-    _record(run, probes, step, norms, _probe_here(run))
+    started = time.perf_counter()
+    result = _probe_here(run)
+    probes.placement.record("here", time.perf_counter() - started)
+    _record(run, probes, step, norms, result)
 
 
 @hookimpl
@@ -227,7 +240,10 @@ def _aside(probes: _Probes) -> bool:
     except ProbeProcessError as exc:
         _fall_back(probes, f"the probe process failed ({exc})")
         return False
-    return probes.where == "always" or torch.get_num_threads() < available_cores()
+    if probes.where == "always":
+        return True
+    free = torch.get_num_threads() < available_cores()
+    return free and probes.placement.choose() == "aside"
 
 
 def _collect(run: TrainingRun, probes: _Probes) -> None:
@@ -235,6 +251,7 @@ def _collect(run: TrainingRun, probes: _Probes) -> None:
     pending, probes.pending = probes.pending, None
     if pending is None or probes.process is None:
         return
+    started = time.perf_counter()
     try:
         answer = probes.process.answer(ANSWER_WAIT)
         if answer is None:
@@ -244,6 +261,7 @@ def _collect(run: TrainingRun, probes: _Probes) -> None:
             probes, f"the probe process failed ({exc}); the probe of step {pending.step} is lost"
         )
         return
+    probes.placement.record("aside", pending.handing + time.perf_counter() - started)
     step, result = answer
     _record(run, probes, step, pending.norms, result)
 

@@ -26,11 +26,12 @@ class RealInput(nn.Module):
 
     def __init__(self, features: int, dim: int | None) -> None:
         super().__init__()
-        self.project = nn.Linear(features, dim) if dim is not None else nn.Identity()
+        self.project = nn.Linear(features, dim) if dim is not None else None
         self.output_size = dim if dim is not None else features
 
     def forward(self, batch: Batch) -> Tensor:
-        return self.project(batch.inputs.float())
+        features = batch.inputs.float()
+        return features if self.project is None else self.project(features)
 
 
 def input_adapter(spec: TaskSpec, input_dim: int | None) -> nn.Module:

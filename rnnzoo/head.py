@@ -62,7 +62,8 @@ def summed_loss(
         count = predictions.new_full((), float(items), dtype=torch.float32)  # no host copy
         if classes:
             return F.cross_entropy(flat, labels, reduction="sum"), count
-        return F.mse_loss(predictions, target, reduction="sum") / spec.output_size, count
+        squared = F.mse_loss(predictions, target, reduction="sum")
+        return (squared if spec.output_size == 1 else squared / spec.output_size), count
     if classes:
         per_item = F.cross_entropy(flat, labels, reduction="none").view(keep.shape)
     else:

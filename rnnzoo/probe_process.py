@@ -7,7 +7,9 @@ thread of its own does not help: the probe is mostly interpreter work between
 small kernels, and two threads take turns on one interpreter lock. Here the probe
 runs in a process of its own, on a core that training leaves free: the training
 process hands over the probe step's weights and goes on; the answer comes back a
-few steps later and is logged under the step it measured.
+few steps later and is logged under the step it measured. Whether that costs the
+training thread less than probing itself depends on the model and on what else
+runs on the machine; :class:`Placement` measures both and keeps the cheaper.
 
 The process starts with a copy of the model (pickled, its classes imported there
 by name; a plugin file that a class comes from is imported from its path) and
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import threading
 import weakref
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,38 @@ from rnnzoo.task import Batch
 END_WAIT = 2.0
 #: the prefix of the modules rnnzoo imports from plugin files (:mod:`rnnzoo.plugins`)
 FILE_PLUGINS = "rnnzoo_user_plugin_"
+
+
+@dataclass
+class Placement:
+    """Where the next probe runs: ``"here"`` (the training process) or
+    ``"aside"`` (the probe process), whichever cost the training thread less
+    the last time each was tried.
+
+    A probe here costs the training thread the whole probe; a probe aside, the
+    handing over and the wait for its answer at the end of the next step, which
+    grows when the probe process's core is busy with other work or the probe
+    takes longer than a step. Each is tried once first; from then on every
+    ``recheck``-th probe goes the other way, so that a change of load is followed.
+    """
+
+    recheck: int = 5
+    #: seconds of the training thread the last probe at each place cost
+    cost: dict[str, float] = field(default_factory=dict)
+    chosen: int = 0
+
+    def choose(self) -> str:
+        """Where the next probe runs; call :meth:`record` with what it cost."""
+        self.chosen += 1
+        for where in ("aside", "here"):
+            if where not in self.cost:
+                return where
+        cheaper = min(self.cost, key=self.cost.__getitem__)
+        other = "here" if cheaper == "aside" else "aside"
+        return other if self.chosen % self.recheck == 0 else cheaper
+
+    def record(self, where: str, seconds: float) -> None:
+        self.cost[where] = seconds
 
 
 class ProbeProcessError(RuntimeError):

@@ -222,13 +222,15 @@ class Recurrence(nn.Module):
         final: list[State] = []
         recorded: list[list[State]] = []
         layer_input = x
+        cells = list(self.cells)
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout is not None:
                 layer_input = self.dropout(layer_input)
             outputs = []
             for d in range(self.directions):
                 index = layer * self.directions + d
-                cell = self.cell(layer, d)
+                cell = cells[index]
+                assert isinstance(cell, Cell)
                 seq = layer_input if d == 0 else reverse_padded(layer_input, lengths)
                 result = None
                 if self.fused and not return_states:

@@ -148,9 +148,9 @@ class GradflowConfig:
     batch_size: int = 16
     # the loss step whose gradient is followed back in time (-1: the last step)
     loss_step: int = -1
-    # where probes run: never = training (default: the process was slower on a busy
-    # machine), auto = own process on CPU with a core free and 10+ probes, always = it
-    process: str = choice("never", "auto", "always")
+    # where probes run: auto = own process when it costs training less (CPU, a core
+    # free, 10+ probes; measured as it goes), never = training, always = own process
+    process: str = choice("auto", "never", "always")
 
 
 @dataclass

@@ -157,6 +157,24 @@ def test_tbptt_memory_benchmark() -> None:
     assert "| 16 | 40 | 4.5 |" in text
 
 
+def test_paired_benchmark_times_rnnzoo_and_the_hand_written_loop_step_by_step(
+    tmp_path: Path,
+) -> None:
+    """benchmarks/overhead_paired.py at a toy size: a process per variant and run,
+    each timing its chunks of rnnzoo steps against hand-written ones."""
+    out = tmp_path / "paired.json"
+    command = [sys.executable, str(BENCHMARKS / "overhead_paired.py"), "--size", "tiny"]
+    command += ["--steps", "40", "--chunk", "20", "--warmup", "5", "--runs", "2"]
+    command += ["--variants", "shipped", "lean", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["variant"] for row in rows] == ["shipped", "lean"]
+    for row in rows:  # two runs of two chunks
+        assert row["chunks"] == 4 and len(row["x hand-written, per run"]) == 2
+        assert all(r > 0 for r in row["x hand-written, per run"])
+
+
 def test_probe_overhead_benchmark_runs_and_probes_do_not_change_training(
     tmp_path: Path,
 ) -> None:

@@ -11,7 +11,6 @@ does) run through :func:`torch.func.functional_call` on the template instead.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -92,7 +91,6 @@ class FusedKernel:
         last real step, and a sequence of length zero (a truncated-BPTT window past
         its end) keeps its initial state.
         """
-        params = dict(zip(WEIGHT_NAMES, weights, strict=True))
         hx = tuple(s.unsqueeze(0).contiguous() for s in state)
         h0 = hx[0] if len(hx) == 1 else hx
         # dropout is 0, so training mode changes nothing but whether cuDNN keeps
@@ -100,13 +98,13 @@ class FusedKernel:
         if self.template.training != torch.is_grad_enabled():
             self.template.train(torch.is_grad_enabled())
         if lengths is None:
-            out, final = self._run(params, x, h0)
+            out, final = self._run(weights, x, h0)
             return out, _squeeze(final)
         empty = lengths <= 0
         packed = pack_padded_sequence(
             x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
         )
-        out_packed, final = self._run(params, packed, h0)
+        out_packed, final = self._run(weights, packed, h0)
         out, _ = pad_packed_sequence(out_packed, batch_first=True, total_length=x.shape[1])
         last = _squeeze(final)
         if bool(empty.any()):
@@ -118,28 +116,34 @@ class FusedKernel:
         return out, last
 
     def _run(
-        self, params: dict[str, Tensor], inputs: Tensor | PackedSequence, h0: Tensor | State
+        self, weights: Sequence[Tensor], inputs: Tensor | PackedSequence, h0: Tensor | State
     ) -> Any:
-        """The template's forward on ``params``: ``(output, h_n)`` or ``(output, (h_n, c_n))``,
-        the output packed where ``inputs`` is."""
-        weights = tuple(params.values())
-        bound = len(weights) == len(self.bound) and all(
-            w is b for w, b in zip(weights, self.bound, strict=False)
-        )
-        if not bound and all(isinstance(w, nn.Parameter) for w in weights):
-            for name, weight in params.items():  # the cell's Parameters, from now on
-                setattr(self.template, name, weight)
-            self.bound, bound = weights, True
-        with contextlib.ExitStack() as stack:
-            if h0[0].is_cuda if isinstance(h0, tuple) else h0.is_cuda:
-                stack.enter_context(warnings.catch_warnings())
-                warnings.filterwarnings("ignore", message=_UNFLAT_WEIGHTS)
-            if bound:
-                return self.template(inputs, h0)
-            # the template ties no weights: skip looking for ties
+        """The template's forward on ``weights``: ``(output, h_n)`` or ``(output,
+        (h_n, c_n))``, the output packed where ``inputs`` is."""
+        if not self._bind(weights):  # the template ties no weights: skip looking for ties
+            params = dict(zip(WEIGHT_NAMES, weights, strict=True))
             return torch.func.functional_call(
                 self.template, params, (inputs, h0), tie_weights=False
             )
+        if not (h0[0] if isinstance(h0, tuple) else h0).is_cuda:
+            return self.template(inputs, h0)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_UNFLAT_WEIGHTS)
+            return self.template(inputs, h0)
+
+    def _bind(self, weights: Sequence[Tensor]) -> bool:
+        """Whether the template holds ``weights`` (the cell's Parameters) as its
+        own, making them so where they are Parameters it does not hold yet."""
+        if len(weights) == len(self.bound) and all(
+            w is b for w, b in zip(weights, self.bound, strict=True)
+        ):
+            return True
+        if not all(isinstance(w, nn.Parameter) for w in weights):
+            return False
+        for name, weight in zip(WEIGHT_NAMES, weights, strict=True):
+            setattr(self.template, name, weight)  # the cell's Parameters, from now on
+        self.bound = tuple(weights)
+        return True
 
 
 def _squeeze(final: Tensor | tuple[Tensor, ...]) -> State:
