@@ -6,7 +6,10 @@
 A plugin runs one step of the hand-written loop (``bench_training.HandWritten``,
 the same LSTM, Adam and clipping) at the end of every ``rnnzoo train`` step of the
 adding problem, and times both: the two loops see the same machine at the same
-moment, so a burst of other work hits both. The figure per chunk of ``--chunk``
+moment, so a burst of other work hits both. After a probe step it runs none, and
+two after the next step: a probe handed to the probe process is waited for at the
+end of the next step, and a hand-written step in between would give it that much
+longer to answer. The figure per chunk of ``--chunk``
 steps (the probe interval: one probe each) is the hand-written loop's time over
 rnnzoo's; its median over chunks and runs is the result (above 1: rnnzoo is
 faster). Variants, each a process of its own, one after another, ``--runs`` times:
@@ -21,7 +24,8 @@ separate processes spread by ±5 %, so differences of 1 % show. What it cannot
 show is a cost that lands on the hand-written steps of the same process: a full
 pass of the garbage collector (100-150 ms) falls on whichever loop triggers it,
 which the chunk median leaves out. ``overhead.py`` remains the benchmark of
-record; this one is the magnifying glass.
+record; this one is the magnifying glass. ``--set KEY=VALUE`` adds a config
+override to every variant.
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ VARIANTS = {
 }
 
 
-def one_run(variant: str, size: str, steps: int, chunk: int, warmup: int) -> list[float]:
+def one_run(
+    variant: str, size: str, steps: int, chunk: int, warmup: int, more: list[str]
+) -> list[float]:
     """Train ``variant`` with a hand-written step after each step; the chunk ratios."""
     import torch
     from bench_training import HandWritten
@@ -66,14 +72,22 @@ def one_run(variant: str, size: str, steps: int, chunk: int, warmup: int) -> lis
 
     class Pair:
         mark: float | None = None
+        owed = 0
 
         @hookimpl(trylast=True)  # after every other plugin's end of the step
-        def rnnzoo_step_end(self) -> None:
+        def rnnzoo_step_end(self, run: Any, step: int) -> None:
             now = time.perf_counter()
             if self.mark is not None:
                 times["rnnzoo"].append(now - self.mark)
-            hand.step()
-            times["hand"].append(time.perf_counter() - now)
+            every = int(run.config.gradflow.every)
+            if every > 0 and step % every == 0 and step < int(run.config.trainer.steps):
+                self.owed += 1  # a probe may be in flight: nothing in between
+            else:
+                for _ in range(1 + self.owed):
+                    started = time.perf_counter()
+                    hand.step()
+                    times["hand"].append(time.perf_counter() - started)
+                self.owed = 0
             self.mark = time.perf_counter()
 
     overrides = [
@@ -86,6 +100,7 @@ def one_run(variant: str, size: str, steps: int, chunk: int, warmup: int) -> lis
         "trainer.threads=1",
         "trainer.progress=false",
         *VARIANTS[variant],
+        *more,
     ]
     registry = Registry(plugin_manager())
     registry.pm.register(Pair())
@@ -93,6 +108,7 @@ def one_run(variant: str, size: str, steps: int, chunk: int, warmup: int) -> lis
         Trainer(config.load(ADDING, overrides), registry, Path(tmp) / "run").fit()
     # rnnzoo's step s + 1 is timed from the end of hand's step s: skip the warm-up
     rn, hd = times["rnnzoo"][warmup:], times["hand"][warmup + 1 :]
+    hd = hd[: len(rn)]
     return [
         sum(hd[i : i + chunk]) / sum(rn[i : i + chunk]) for i in range(0, steps - chunk + 1, chunk)
     ]
@@ -107,10 +123,11 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=100, help="steps per ratio")
     parser.add_argument("--warmup", type=int, default=50, help="untimed steps first")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--set", action="append", default=[], help="a config override")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a run's own process
     args = parser.parse_args()
     if args.one:
-        ratios = one_run(args.one, args.size, args.steps, args.chunk, args.warmup)
+        ratios = one_run(args.one, args.size, args.steps, args.chunk, args.warmup, args.set)
         print("@@ " + json.dumps(ratios), flush=True)
         return
     per_run: dict[str, list[list[float]]] = {v: [] for v in args.variants}
@@ -118,7 +135,7 @@ def main() -> None:
         for variant in args.variants:
             command = [sys.executable, __file__, "--one", variant, "--size", args.size]
             command += ["--steps", str(args.steps), "--chunk", str(args.chunk)]
-            command += ["--warmup", str(args.warmup)]
+            command += ["--warmup", str(args.warmup), *(f"--set={s}" for s in args.set)]
             done = subprocess.run(command, capture_output=True, text=True, cwd=HERE, check=False)
             if done.returncode != 0:
                 sys.exit(f"{variant} failed:\n{done.stderr[-3000:]}")

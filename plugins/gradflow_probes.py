@@ -195,9 +195,10 @@ def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
             return
         except Exception as exc:  # the process is gone, or the weights do not pack
             _fall_back(probes, f"handing over the probe failed ({exc})")
-    started = time.perf_counter()
+    started, chosen = time.perf_counter(), probes.process is not None and probes.process.ready
     result = _probe_here(run)
-    probes.placement.record("here", time.perf_counter() - started)
+    if chosen:  # not while the process starts: the first probes are the slowest
+        probes.placement.record("here", time.perf_counter() - started)
     _record(run, probes, step, norms, result)
 
 
@@ -261,7 +262,8 @@ def _collect(run: TrainingRun, probes: _Probes) -> None:
             probes, f"the probe process failed ({exc}); the probe of step {pending.step} is lost"
         )
         return
-    probes.placement.record("aside", pending.handing + time.perf_counter() - started)
+    waited = time.perf_counter() - started
+    probes.placement.record("aside", pending.handing + waited + probes.process.shared_core)
     step, result = answer
     _record(run, probes, step, pending.norms, result)
 

@@ -28,6 +28,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -55,10 +56,13 @@ class Placement:
     the last time each was tried.
 
     A probe here costs the training thread the whole probe; a probe aside, the
-    handing over and the wait for its answer at the end of the next step, which
-    grows when the probe process's core is busy with other work or the probe
-    takes longer than a step. Each is tried once first; from then on every
-    ``recheck``-th probe goes the other way, so that a change of load is followed.
+    handing over, the wait for its answer at the end of the next step (which
+    grows when the probe takes longer than a step) and, when the probe process
+    had to share a core (:attr:`ProbeProcess.shared_core`), the time it took from
+    whatever shared it, which may have been training. Each place is tried once
+    first (probes while the process starts, which run here anyway, do not count);
+    from then on every ``recheck``-th probe goes the other way, so that a change
+    of load is followed.
     """
 
     recheck: int = 5
@@ -101,6 +105,10 @@ class ProbeProcess:
         # and a model larger than the socket's buffer would hold training until then
         self._sending = threading.Thread(target=self._send_quietly, args=(message,), daemon=True)
         self._sending.start()
+        #: of the last answer's probe: the seconds it waited for a core (wall time
+        #: over CPU time) or, when shorter, its CPU time: what the process running
+        #: on its core lost to it, at most
+        self.shared_core = 0.0
 
     def wait_ready(self, timeout: float | None = 0.0) -> bool:
         """Whether the process can probe, waiting up to ``timeout`` seconds (None:
@@ -121,7 +129,11 @@ class ProbeProcess:
         """The probe in flight, ``(step, result)``, waiting up to ``timeout``
         seconds (None: as long as it takes); None when not yet there."""
         answer = self._receive(timeout)
-        return None if answer is None else (answer[1], answer[2])
+        if answer is None:
+            return None
+        _, step, result, wall, cpu = answer
+        self.shared_core = min(max(wall - cpu, 0.0), cpu)
+        return step, result
 
     def _send_quietly(self, data: bytes) -> None:
         """Send; a process gone meanwhile is found out when its answer is read."""
@@ -250,10 +262,12 @@ def _copy_of_model(data: bytes) -> RNNModel:
 
 
 def _probe(model: RNNModel, data: bytes) -> tuple[Any, ...]:
+    """``("probed", step, result, wall seconds, CPU seconds)``."""
+    wall, cpu = time.perf_counter(), time.thread_time()
     _, step, state, packed, loss_step = pickle.loads(data)
     batch = _unpack_batch(packed)
     with torch.no_grad():
         for tensor, raw in zip(model.state_dict().values(), state, strict=True):
             tensor.copy_(_from_raw(raw, tensor.dtype, tuple(tensor.shape)))
     result = gradflow.probe(model, batch, loss_step)
-    return ("probed", step, result)
+    return ("probed", step, result, time.perf_counter() - wall, time.thread_time() - cpu)

@@ -166,6 +166,7 @@ def test_paired_benchmark_times_rnnzoo_and_the_hand_written_loop_step_by_step(
     command = [sys.executable, str(BENCHMARKS / "overhead_paired.py"), "--size", "tiny"]
     command += ["--steps", "40", "--chunk", "20", "--warmup", "5", "--runs", "2"]
     command += ["--variants", "shipped", "lean", "--json", str(out)]
+    command += ["--set", "gradflow.every=10"]  # probes, and no hand-written step right after
     done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]

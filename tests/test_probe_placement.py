@@ -5,6 +5,9 @@ probes so that a change of load is followed."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,10 @@ import pytest
 from jsonl import read_jsonl
 from test_probe_process import WAIT, train
 
+from rnnzoo import build_model
+from rnnzoo.plugins import plugin_manager
 from rnnzoo.probe_process import Placement, ProbeProcess
+from rnnzoo.registry import Registry
 
 
 def test_placement_tries_both_then_keeps_the_cheaper_and_rechecks() -> None:
@@ -35,16 +41,17 @@ def test_placement_tries_both_then_keeps_the_cheaper_and_rechecks() -> None:
     assert chosen[10:] == ["aside", "here", "here", "here", "aside"]
 
 
+@pytest.mark.parametrize("cost", ["late answers", "a shared core"])
 def test_auto_probes_in_training_while_the_probe_process_costs_more(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cost: str
 ) -> None:
     from rnnzoo_plugins import gradflow_probes
 
     handed: list[int] = []
 
-    class Slow(ProbeProcess):
-        """Ready before the first probe; answers 0.2 s late, as when other work
-        holds the core it runs on."""
+    class Costly(ProbeProcess):
+        """Ready before the first probe; each answer costs training 0.2 s: it comes
+        that late, or the process says it waited that long for its core."""
 
         def __init__(self, model: Any) -> None:
             super().__init__(model)
@@ -55,10 +62,14 @@ def test_auto_probes_in_training_while_the_probe_process_costs_more(
             super().probe(step, *args)
 
         def answer(self, timeout: float | None = 0.0) -> Any:
-            time.sleep(0.2)
-            return super().answer(timeout)
+            if cost == "late answers":
+                time.sleep(0.2)
+            answer = super().answer(timeout)
+            if cost == "a shared core":
+                self.shared_core = 0.2
+            return answer
 
-    monkeypatch.setattr(gradflow_probes, "ProbeProcess", Slow)
+    monkeypatch.setattr(gradflow_probes, "ProbeProcess", Costly)
     steps = 4 * gradflow_probes.AUTO_PROBES  # a probe every 4 steps
     train(tmp_path / "run", "auto", [f"trainer.steps={steps}"])
     # step 4 aside (0.2 s), 8 here (milliseconds), then here but every 5th probe;
@@ -66,3 +77,33 @@ def test_auto_probes_in_training_while_the_probe_process_costs_more(
     assert handed == [4, 20]
     records = read_jsonl(tmp_path / "run" / "gradflow.jsonl")
     assert [r["step"] for r in records] == list(range(4, steps + 1, 4))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity")
+def test_the_probe_process_reports_the_time_another_process_took_from_its_core() -> None:
+    """Pinned to one core with a busy loop, the probe process gets about half of
+    it: it reports waiting for a good share of its CPU time."""
+    reg = Registry(plugin_manager())
+    task = reg.get("task", "adding").factory(length=50)
+    model = build_model(task.spec, cell="lstm", hidden_size=64, registry=reg)
+    batch = next(iter(task.val_batches(16)))
+    process = ProbeProcess(model)
+    assert process.wait_ready(WAIT)
+    core = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(process.process.pid, {core})
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(busy.pid, {core})
+        time.sleep(0.2)  # the busy loop is running
+        shared = []
+        for step in range(5):
+            process.probe(step, model, batch, -1)
+            assert process.answer(WAIT) is not None
+            shared.append(process.shared_core)
+    finally:
+        busy.kill()
+        busy.wait()
+        process.close()
+    # a probe takes about 10 ms of CPU at this size; sharing a core, it waits
+    # about as long again
+    assert sum(shared) > 0.01, shared

@@ -120,16 +120,20 @@ class FusedKernel:
     ) -> Any:
         """The template's forward on ``weights``: ``(output, h_n)`` or ``(output,
         (h_n, c_n))``, the output packed where ``inputs`` is."""
-        if not self._bind(weights):  # the template ties no weights: skip looking for ties
-            params = dict(zip(WEIGHT_NAMES, weights, strict=True))
-            return torch.func.functional_call(
-                self.template, params, (inputs, h0), tie_weights=False
-            )
         if not (h0[0] if isinstance(h0, tuple) else h0).is_cuda:
-            return self.template(inputs, h0)
+            return self._forward(weights, inputs, h0)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_UNFLAT_WEIGHTS)
+            return self._forward(weights, inputs, h0)
+
+    def _forward(
+        self, weights: Sequence[Tensor], inputs: Tensor | PackedSequence, h0: Tensor | State
+    ) -> Any:
+        if self._bind(weights):
             return self.template(inputs, h0)
+        # the template ties no weights: skip looking for ties
+        params = dict(zip(WEIGHT_NAMES, weights, strict=True))
+        return torch.func.functional_call(self.template, params, (inputs, h0), tie_weights=False)
 
     def _bind(self, weights: Sequence[Tensor]) -> bool:
         """Whether the template holds ``weights`` (the cell's Parameters) as its
