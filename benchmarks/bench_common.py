@@ -59,6 +59,18 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def ratio_summary(groups: list[list[float]], per: str) -> dict[str, object]:
+    """Ratios to the hand-written loop measured in ``groups`` (sets of processes,
+    runs): their pooled median and quartiles, and each group's median."""
+    pooled = [r for ratios in groups for r in ratios]
+    quartiles = statistics.quantiles(pooled, n=4) if len(pooled) > 1 else pooled * 3
+    return {
+        "x hand-written": round(statistics.median(pooled), 3),
+        "x hand-written, quartiles": [round(q, 3) for q in quartiles],
+        f"x hand-written, {per}": [round(statistics.median(r), 3) for r in groups],
+    }
+
+
 def speed_ratio(samples: dict[str, list[float]], name: str, baseline: str) -> float:
     """Median over rounds of ``baseline time / name time``: above 1, ``name`` is faster."""
     pairs = zip(samples[name], samples[baseline], strict=True)

@@ -18,9 +18,9 @@ where the kernels dominate. Contenders:
 - ``rnnzoo-here``: the same with ``gradflow.process=never`` (every probe in the
   training process);
 - ``rnnzoo-lean``: the same with ``gradflow.every=0`` and W&B disabled;
-- ``rnnzoo@base`` and ``rnnzoo-lean@base`` with ``--baseline CHECKOUT``: the same
-  two from another checkout of rnnzoo (an earlier revision), for before/after
-  figures measured in the same turns.
+- ``rnnzoo@base``, ``rnnzoo-here@base`` and ``rnnzoo-lean@base`` with
+  ``--baseline CHECKOUT``: the same from another checkout of rnnzoo (an earlier
+  revision), for before/after figures measured in the same turns.
 
 Each contender is its own process with one torch thread, and all of them train
 at once, in turns: after ``--warmup`` steps each waits for a word from this
@@ -47,7 +47,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench_common import machine
+from bench_common import machine, ratio_summary
 from overhead_contender import SIZES
 
 HERE = Path(__file__).resolve().parent
@@ -174,7 +174,6 @@ def measure(
         ratios = [
             [h / t for h, t in zip(times["hand"], times[name], strict=True)] for times in per_set
         ]
-        pooled = [r for rs in ratios for r in rs]
         median = statistics.median(t for times in per_set for t in times[name])
         rows.append(
             {
@@ -183,11 +182,7 @@ def measure(
                 "rounds": rounds * sets,
                 "chunk steps": chunk,
                 "ms/step (median)": round(1000 * median / chunk, 3),
-                "x hand-written": round(statistics.median(pooled), 3),
-                "x hand-written, quartiles": [
-                    round(q, 3) for q in statistics.quantiles(pooled, n=4)
-                ],
-                "x hand-written, per set": [round(statistics.median(r), 3) for r in ratios],
+                **ratio_summary(ratios, "per set"),
             }
         )
     return rows

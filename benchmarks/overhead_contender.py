@@ -101,7 +101,32 @@ def train_lightning(hidden: int, steps_t: int, batch: int, steps: int, turns: Tu
     trainer.fit(Model(), loader)
 
 
-def train_rnnzoo(hidden: int, steps_t: int, batch: int, steps: int, turns: Turns, how: str) -> None:
+#: the config overrides of each rnnzoo contender, on top of :func:`rnnzoo_overrides`
+RNNZOO = {
+    "rnnzoo": ["tracking.wandb_mode=offline"],
+    "rnnzoo-here": ["tracking.wandb_mode=offline", "gradflow.process=never"],
+    "rnnzoo-lean": ["gradflow.every=0", "tracking.wandb_mode=disabled"],
+}
+
+
+def rnnzoo_overrides(size: str, steps: int, contender: str) -> list[str]:
+    """``experiments/adding.yaml`` at ``size`` for ``steps`` steps, one thread, no
+    progress bar, evaluating and checkpointing at the end only, as ``contender``."""
+    hidden, steps_t, batch = SIZES[size]
+    return [
+        f"task.length={steps_t}",
+        f"model.hidden_size={hidden}",
+        f"trainer.batch_size={batch}",
+        f"trainer.steps={steps}",
+        f"trainer.eval_every={steps}",
+        f"trainer.checkpoint_every={steps}",
+        "trainer.threads=1",
+        "trainer.progress=false",
+        *RNNZOO[contender],
+    ]
+
+
+def train_rnnzoo(size: str, steps: int, turns: Turns, contender: str) -> None:
     from rnnzoo import config, hookimpl
     from rnnzoo.plugins import plugin_manager
     from rnnzoo.registry import Registry
@@ -112,24 +137,11 @@ def train_rnnzoo(hidden: int, steps_t: int, batch: int, steps: int, turns: Turns
         def rnnzoo_step_end(self) -> None:
             turns.tick()
 
-    overrides = [
-        f"task.length={steps_t}",
-        f"model.hidden_size={hidden}",
-        f"trainer.batch_size={batch}",
-        f"trainer.steps={steps}",
-        f"trainer.eval_every={steps}",
-        f"trainer.checkpoint_every={steps}",
-        "trainer.threads=1",
-        "trainer.progress=false",
-    ]
-    overrides += {
-        "rnnzoo": ["tracking.wandb_mode=offline"],
-        "rnnzoo-here": ["tracking.wandb_mode=offline", "gradflow.process=never"],
-        "rnnzoo-lean": ["gradflow.every=0", "tracking.wandb_mode=disabled"],
-    }[how]
     registry = Registry(plugin_manager())
     registry.pm.register(Clock())
-    cfg = config.load(ROOT / "experiments" / "adding.yaml", overrides)
+    cfg = config.load(
+        ROOT / "experiments" / "adding.yaml", rnnzoo_overrides(size, steps, contender)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         Trainer(cfg, registry, Path(tmp) / "run").fit()
 
@@ -144,7 +156,7 @@ def contend(contender: str, size: str, steps: int, turns: Turns) -> None:
     elif contender == "lightning":
         train_lightning(*shape, steps, turns)
     else:
-        train_rnnzoo(*shape, steps, turns, contender)
+        train_rnnzoo(size, steps, turns, contender)
 
 
 if __name__ == "__main__":

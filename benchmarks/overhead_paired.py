@@ -40,16 +40,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import machine
-from overhead_contender import SIZES
+from bench_common import machine, ratio_summary
+from overhead_contender import SIZES, rnnzoo_overrides
 
 HERE = Path(__file__).resolve().parent
 ADDING = HERE.parent / "experiments" / "adding.yaml"
-VARIANTS = {
-    "shipped": ["tracking.wandb_mode=offline"],
-    "here": ["tracking.wandb_mode=offline", "gradflow.process=never"],
-    "lean": ["gradflow.every=0", "tracking.wandb_mode=disabled"],
-}
+#: variant -> the contender of ``overhead.py`` whose settings it trains with
+VARIANTS = {"shipped": "rnnzoo", "here": "rnnzoo-here", "lean": "rnnzoo-lean"}
 
 
 def one_run(
@@ -69,18 +66,20 @@ def one_run(
     torch.manual_seed(0)
     hand = HandWritten(hidden, batch, steps_t, lr=0.003, max_norm=1.0)
     times: dict[str, list[float]] = {"rnnzoo": [], "hand": []}
+    total = warmup + steps + 1
+    cfg = config.load(ADDING, [*rnnzoo_overrides(size, total, VARIANTS[variant]), *more])
+    every = int(cfg.gradflow.every)
 
     class Pair:
         mark: float | None = None
         owed = 0
 
         @hookimpl(trylast=True)  # after every other plugin's end of the step
-        def rnnzoo_step_end(self, run: Any, step: int) -> None:
+        def rnnzoo_step_end(self, step: int) -> None:
             now = time.perf_counter()
             if self.mark is not None:
                 times["rnnzoo"].append(now - self.mark)
-            every = int(run.config.gradflow.every)
-            if every > 0 and step % every == 0 and step < int(run.config.trainer.steps):
+            if every > 0 and step % every == 0 and step < total:
                 self.owed += 1  # a probe may be in flight: nothing in between
             else:
                 for _ in range(1 + self.owed):
@@ -90,25 +89,12 @@ def one_run(
                 self.owed = 0
             self.mark = time.perf_counter()
 
-    overrides = [
-        f"task.length={steps_t}",
-        f"model.hidden_size={hidden}",
-        f"trainer.batch_size={batch}",
-        f"trainer.steps={warmup + steps + 1}",
-        f"trainer.eval_every={warmup + steps + 1}",
-        f"trainer.checkpoint_every={warmup + steps + 1}",
-        "trainer.threads=1",
-        "trainer.progress=false",
-        *VARIANTS[variant],
-        *more,
-    ]
     registry = Registry(plugin_manager())
     registry.pm.register(Pair())
     with tempfile.TemporaryDirectory() as tmp:
-        Trainer(config.load(ADDING, overrides), registry, Path(tmp) / "run").fit()
+        Trainer(cfg, registry, Path(tmp) / "run").fit()
     # rnnzoo's step s + 1 is timed from the end of hand's step s: skip the warm-up
     rn, hd = times["rnnzoo"][warmup:], times["hand"][warmup + 1 :]
-    hd = hd[: len(rn)]
     return [
         sum(hd[i : i + chunk]) / sum(rn[i : i + chunk]) for i in range(0, steps - chunk + 1, chunk)
     ]
@@ -152,17 +138,13 @@ def main() -> None:
 
 
 def summary(variant: str, runs: list[list[float]], args: Any) -> dict[str, object]:
-    pooled = [r for ratios in runs for r in ratios]
     hidden, steps_t, batch = SIZES[args.size]
-    quartiles = statistics.quantiles(pooled, n=4) if len(pooled) > 1 else pooled * 3
     return {
         "size": f"lstm-{hidden} T={steps_t} B={batch}",
         "variant": variant,
-        "chunks": len(pooled),
+        "chunks": sum(len(r) for r in runs),
         "chunk steps": args.chunk,
-        "x hand-written": round(statistics.median(pooled), 3),
-        "x hand-written, quartiles": [round(q, 3) for q in quartiles],
-        "x hand-written, per run": [round(statistics.median(r), 3) for r in runs],
+        **ratio_summary(runs, "per run"),
     }
 
 

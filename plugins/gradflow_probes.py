@@ -52,6 +52,7 @@ from rnnzoo.events import TrainingRun
 from rnnzoo.gradflow_figures import GradflowFigures
 from rnnzoo.model import RNNModel
 from rnnzoo.probe_process import Placement, ProbeProcess, ProbeProcessError
+from rnnzoo.task import Batch
 from rnnzoo.threads import available_cores
 from rnnzoo.training.progress import say
 
@@ -188,16 +189,17 @@ def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
     if step < probes.last and _aside(probes):
         assert probes.process is not None
         started = time.perf_counter()
-        batch = next(iter(run.task.val_batches(run.config.gradflow.batch_size)))
         try:
-            probes.process.probe(step, _model(run), batch, run.config.gradflow.loss_step)
+            probes.process.probe(
+                step, _model(run), _probe_batch(run), run.config.gradflow.loss_step
+            )
             probes.pending = _Pending(step, norms, time.perf_counter() - started)
             return
         except Exception as exc:  # the process is gone, or the weights do not pack
             _fall_back(probes, f"handing over the probe failed ({exc})")
-    started, chosen = time.perf_counter(), probes.process is not None and probes.process.ready
+    started, counted = time.perf_counter(), probes.process is not None and probes.process.ready
     result = _probe_here(run)
-    if chosen:  # not while the process starts: the first probes are the slowest
+    if counted:  # not while the process starts: the first probes are the slowest
         probes.placement.record("here", time.perf_counter() - started)
     _record(run, probes, step, norms, result)
 
@@ -220,11 +222,15 @@ def _model(run: TrainingRun) -> RNNModel:
     return model
 
 
+def _probe_batch(run: TrainingRun) -> Batch:
+    """The probe's batch: the first ``gradflow.batch_size`` validation sequences."""
+    return next(iter(run.task.val_batches(run.config.gradflow.batch_size)))
+
+
 def _probe_here(run: TrainingRun) -> gradflow.GradflowResult:
     """Probe in the training process."""
-    settings = run.config.gradflow
-    batch = next(iter(run.task.val_batches(settings.batch_size))).to(run.device)
-    return gradflow.probe(_model(run), batch, settings.loss_step)
+    batch = _probe_batch(run).to(run.device)
+    return gradflow.probe(_model(run), batch, run.config.gradflow.loss_step)
 
 
 def _aside(probes: _Probes) -> bool:
