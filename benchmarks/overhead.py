@@ -43,23 +43,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench_common import machine, ratio_summary
-from overhead_contender import SIZES
+from overhead_contender import SIZES, lightning_version
 
 HERE = Path(__file__).resolve().parent
 CONTENDERS = ("hand", "lightning", "rnnzoo", "rnnzoo-here", "rnnzoo-lean")
-
-
-def lightning_version() -> str | None:
-    """The installed PyTorch Lightning's version, or None."""
-    try:
-        return metadata.version("lightning")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 # -- the turns ----------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,14 @@ class Turns:
         self.started = time.perf_counter()
 
 
+def lightning_version() -> str | None:
+    """The installed PyTorch Lightning's version, or None."""
+    try:
+        return metadata.version("lightning")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def train_hand(hidden: int, steps_t: int, batch: int, steps: int, turns: Turns) -> None:
     import torch
     from bench_training import HandWritten
@@ -55,7 +65,10 @@ def train_hand(hidden: int, steps_t: int, batch: int, steps: int, turns: Turns) 
         turns.tick()
 
 
-def train_lightning(hidden: int, steps_t: int, batch: int, steps: int, turns: Turns) -> None:
+def train_lightning(
+    hidden: int, steps_t: int, batch: int, steps: int, tick: Callable[[], None]
+) -> None:
+    """Lightning's loop, calling ``tick`` at the end of every step."""
     import lightning as L
     import torch
     import torch.nn.functional as F
@@ -81,7 +94,7 @@ def train_lightning(hidden: int, steps_t: int, batch: int, steps: int, turns: Tu
             return F.mse_loss(self.head(out[:, -1]).squeeze(-1), target)
 
         def on_train_batch_end(self, outputs: Any, data: Any, index: int) -> None:
-            turns.tick()
+            tick()
 
         def configure_optimizers(self) -> Any:
             return torch.optim.Adam(self.parameters(), lr=0.003)
@@ -154,7 +167,7 @@ def contend(contender: str, size: str, steps: int, turns: Turns) -> None:
     if contender == "hand":
         train_hand(*shape, steps, turns)
     elif contender == "lightning":
-        train_lightning(*shape, steps, turns)
+        train_lightning(*shape, steps, turns.tick)
     else:
         train_rnnzoo(size, steps, turns, contender)
 

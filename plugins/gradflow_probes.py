@@ -22,16 +22,14 @@ later, or at the end.
 
 Where a probe runs (``gradflow.process``): with ``auto``, the default, a CPU run
 that leaves a core free and probes at least :data:`AUTO_PROBES` times starts the
-probe process (:mod:`rnnzoo.probe_process`), and each probe then runs where it
-cost the training thread less when last tried there
-(:class:`rnnzoo.probe_process.Placement`): in the training process, or handed to
-the probe process with the probe step's weights. A probe handed over is waited
-for at the end of the next step and logged under the step it measured, before
-anything of that next step (this hook runs first). ``always`` hands every probe
-over, ``never`` keeps them all in training. The last probe, and those while the
-process is still starting, run in training. A probe handed over at the step where
-training was stopped (Ctrl-C) runs again when the run resumes from that step's
-checkpoint.
+probe process (:mod:`rnnzoo.probe_process`); each probe then runs where it cost the
+training thread less when last tried there (:class:`~rnnzoo.probe_process.Placement`):
+in training, or handed to the process with the step's weights. ``always`` hands every
+probe over, ``never`` none; the last probe, those while the process starts and one
+at a step where training stops run in training. A probe handed over is logged under
+its step at the end of the first step by which its answer is in, waited for at the
+latest at the end of a step after which the trainer logs, evaluates, saves a
+checkpoint or stops (this hook runs first), and on Ctrl-C before training stops.
 
 Of the run, it uses only what :class:`rnnzoo.events.TrainingRun` offers a plugin.
 """
@@ -39,7 +37,6 @@ Of the run, it uses only what :class:`rnnzoo.events.TrainingRun` offers a plugin
 from __future__ import annotations
 
 import json
-import re
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -55,19 +52,9 @@ from rnnzoo.probe_process import Placement, ProbeProcess, ProbeProcessError
 from rnnzoo.task import Batch
 from rnnzoo.threads import available_cores
 from rnnzoo.training.progress import say
+from rnnzoo_plugins.gradflow_table import COLUMNS, TABLE, TABLE_SHARE, table_rows
 
 RECORDS = "gradflow.jsonl"
-#: the W&B table of every probe: its step, the time step t, the distance T - t to
-#: the loss step T (empty after it), ||dL/dh_t||, ||dL_T/dh_t|| (forward directions,
-#: t <= T), the layer, the direction (0 forward, 1 backward), the cell, and the
-#: curve's key in gradflow.jsonl
-COLUMNS = (
-    "step", "t", "distance", "grad_h", "grad_h_last_loss", "layer", "direction", "cell", "curve"
-)  # fmt: skip
-TABLE = "gradflow/curves"
-#: the share of the run's time W&B may spend on the table, as the figures may on
-#: drawing: a table costs W&B about 16 ms, several steps of a small model
-TABLE_SHARE = 0.01
 #: seconds to wait for the probe process to start (``always``) or to answer; a
 #: probe of a small model takes milliseconds, of a large one on a busy machine seconds
 ANSWER_WAIT = 120.0
@@ -77,23 +64,6 @@ ANSWER_WAIT = 120.0
 AUTO_PROBES = 10
 
 
-def table_rows(step: int, result: gradflow.GradflowResult, cell: str) -> list[list[Any]]:
-    """The rows of :data:`COLUMNS` for one probe."""
-    rows: list[list[Any]] = []
-    T = result.loss_step
-    for curve, per_step in result.per_step.items():
-        key = re.fullmatch(r"layer(\d+)/dir(\d+)", curve)
-        assert key is not None, curve
-        layer, direction = map(int, key.groups())
-        last = result.last_loss.get(curve, [])
-        for t, grad_h in enumerate(per_step):
-            rows.append([
-                step, t, T - t if t <= T else None, grad_h, last[t] if t < len(last) else None,
-                layer, direction, cell, curve,
-            ])  # fmt: skip
-    return rows
-
-
 @dataclass
 class _Pending:
     """A probe in flight in the probe process."""
@@ -101,7 +71,7 @@ class _Pending:
     step: int
     #: the gradient norms of its step, before and after the controllers
     norms: dict[str, float]
-    #: seconds the training thread took to hand it over
+    #: seconds of the training thread spent on it: the hand-over, looks and wait
     handing: float
 
 
@@ -119,9 +89,18 @@ class _Probes:
     pending: _Pending | None = None
     #: with ``auto``: here or aside, whichever costs training less
     placement: Placement = field(default_factory=Placement)
+    #: a probe in flight is waited for at multiples of these: the probe interval,
+    #: ``trainer.log_every``, ``eval_every`` and ``checkpoint_every``
+    settle_every: tuple[int, ...] = ()
 
 
 _active: weakref.WeakKeyDictionary[Any, _Probes] = weakref.WeakKeyDictionary()
+
+
+def in_flight(run: TrainingRun) -> bool:
+    """Whether a probe of ``run`` is with the probe process, its answer not yet logged."""
+    probes = _active.get(run)
+    return probes is not None and probes.pending is not None
 
 
 def _due(run: TrainingRun, step: int) -> _Probes | None:
@@ -146,8 +125,9 @@ def rnnzoo_train_start(run: TrainingRun) -> None:
         )
         recorded = {r["step"] for r in rows}
     probes = _active[run] = _Probes(every, figures, str(settings.process), int(t.steps))
+    probes.settle_every = (every, int(t.log_every), int(t.eval_every), int(t.checkpoint_every))
     if run.step > 0 and run.step % every == 0 and run.step not in recorded:
-        # resumed at a probe step whose probe never arrived (training was stopped
+        # resumed at a probe step whose probe never arrived (the run was killed
         # while the probe process had it): the checkpoint holds the step's weights
         _record(run, probes, run.step, {}, _probe_here(run))
     planned = (probes.last - run.step) // every
@@ -178,15 +158,13 @@ def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
     probes = _active.get(run)
     if probes is None:
         return
-    # the probe handed over one step ago is waited for now, so it is logged before
-    # anything of this step, and a stop after this step cannot lose it
-    _collect(run, probes)
+    _collect(run, probes, wait=_settles(run, probes, step))
     if drawn := probes.figures.collect():  # a drawing finished since the last step
         run.log_images(drawn)
     if step % probes.every:
         return
     norms, probes.norms = probes.norms, {}
-    if step < probes.last and _aside(probes):
+    if step < probes.last and not run.stopping and _aside(probes):
         assert probes.process is not None
         started = time.perf_counter()
         try:
@@ -206,14 +184,23 @@ def rnnzoo_step_end(run: TrainingRun, step: int) -> None:
 
 @hookimpl
 def rnnzoo_train_end(run: TrainingRun) -> None:
-    probes = _active.pop(run, None)
-    if probes is None:
-        return
-    _collect(run, probes)
-    if probes.process is not None:
-        probes.process.close()
-    if images := probes.figures.finish():
+    if (probes := _stop(run)) is not None and (images := probes.figures.finish()):
         run.log_images(images)
+
+
+@hookimpl
+def rnnzoo_train_interrupted(run: TrainingRun) -> None:
+    _stop(run)  # a signal that came after this step's look for the answer
+
+
+def _stop(run: TrainingRun) -> _Probes | None:
+    """Log the probe in flight and close the probe process; the run's probes."""
+    probes = _active.pop(run, None)
+    if probes is not None:
+        _collect(run, probes)
+        if probes.process is not None:
+            probes.process.close()
+    return probes
 
 
 def _model(run: TrainingRun) -> RNNModel:
@@ -253,23 +240,36 @@ def _aside(probes: _Probes) -> bool:
     return free and probes.placement.choose() == "aside"
 
 
-def _collect(run: TrainingRun, probes: _Probes) -> None:
-    """Wait for the probe in flight, if any, and log it."""
-    pending, probes.pending = probes.pending, None
+def _settles(run: TrainingRun, probes: _Probes, step: int) -> bool:
+    """Whether a probe in flight is waited for at the end of ``step``: the trainer
+    logs, evaluates, checkpoints or stops after it, or the next probe is due."""
+    return probes.pending is not None and (
+        run.stopping or step >= probes.last or any(step % n == 0 for n in probes.settle_every)
+    )
+
+
+def _collect(run: TrainingRun, probes: _Probes, wait: bool = True) -> None:
+    """Log the probe in flight, if any, once its answer is in (``wait``: wait for it)."""
+    pending = probes.pending
     if pending is None or probes.process is None:
+        probes.pending = None
         return
     started = time.perf_counter()
     try:
-        answer = probes.process.answer(ANSWER_WAIT)
-        if answer is None:
+        answer = probes.process.answer(ANSWER_WAIT if wait else 0.0)
+        if answer is None and wait:
             raise ProbeProcessError(f"no answer within {ANSWER_WAIT:.0f} s")
     except ProbeProcessError as exc:
+        probes.pending = None
         _fall_back(
             probes, f"the probe process failed ({exc}); the probe of step {pending.step} is lost"
         )
         return
-    waited = time.perf_counter() - started
-    probes.placement.record("aside", pending.handing + waited + probes.process.shared_core)
+    pending.handing += time.perf_counter() - started  # training's time on it so far
+    if answer is None:
+        return
+    probes.pending = None
+    probes.placement.record("aside", pending.handing + probes.process.shared_core)
     step, result = answer
     _record(run, probes, step, pending.norms, result)
 

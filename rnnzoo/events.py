@@ -26,8 +26,9 @@ class TrainingRun(Protocol):
 
     ``step`` is the number of optimizer steps taken so far; ``device`` is where the
     model and batches live; ``rank`` is the process's rank under ``torchrun`` (0 in
-    a single process: rank 0 alone writes files, logs and probes); ``config`` is
-    read-only (the trainer reads its settings once, when training starts). :meth:`log`
+    a single process: rank 0 alone writes files, logs and probes); ``stopping`` says
+    training ends after this step; ``config`` is read-only (the trainer reads its
+    settings once, when training starts). :meth:`log`
     writes scalars to ``metrics.jsonl`` and W&B at the current step, or at an
     earlier ``step`` for values computed aside that arrive late (the gradient-flow
     probes' process does so);
@@ -56,6 +57,14 @@ class TrainingRun(Protocol):
 
     @property
     def rank(self) -> int: ...
+
+    @property
+    def stopping(self) -> bool:
+        """Whether training stops after the current step before reaching
+        ``trainer.steps`` (a signal, a time or token budget, non-finite values): a
+        plugin with work in flight finishes it now. Early stopping is decided by
+        the evaluation that follows the step's hooks."""
+        ...
 
     def log(self, metrics: Mapping[str, Any], *, step: int | None = None) -> None: ...
 

@@ -106,10 +106,11 @@ def rnnzoo_tasks() -> dict[str, Callable[..., Any]]:
 # -- training events ----------------------------------------------------------
 # Each receives the run as a :class:`rnnzoo.events.TrainingRun`: its ``config``,
 # ``model``, ``task``, ``step`` (optimizer steps taken so far), ``run_dir``,
-# ``device``, and ``log(metrics)`` / ``log_images(images)`` / ``log_table(key,
-# columns, rows)`` to log beside the run's own values (``step=`` for values of an
-# earlier step that arrive late). The built-in gradient-flow probes (``rnnzoo_plugins.gradflow_probes``)
-# are a plugin on these hooks.
+# ``device``, ``stopping`` (training stops after this step), and ``log(metrics)`` /
+# ``log_images(images)`` / ``log_table(key, columns, rows)`` to log beside the run's
+# own values (``step=`` for values of an earlier step that arrive late). The
+# built-in gradient-flow probes (``rnnzoo_plugins.gradflow_probes``) are a plugin on
+# these hooks.
 
 
 @hookspec
@@ -176,6 +177,17 @@ def rnnzoo_train_end(run: TrainingRun, summary: dict[str, float]) -> None:
     :param run: the run that ended; its last checkpoint is written.
     :param summary: the final values, also written to ``summary.json`` in the run
         folder.
+    """
+
+
+@hookspec
+def rnnzoo_train_interrupted(run: TrainingRun) -> None:
+    """Called once when a signal (Ctrl-C, SIGTERM) stops training before
+    ``trainer.steps``, instead of :func:`rnnzoo_train_end`; the tracker is still
+    open, so the hook may log what it had in flight.
+
+    :param run: the stopped run; the checkpoint of its last step is written, and
+        ``rnnzoo train --resume`` goes on from it.
     """
 
 

@@ -56,8 +56,9 @@ class Placement:
     the last time each was tried.
 
     A probe here costs the training thread the whole probe; a probe aside, the
-    handing over, the wait for its answer at the end of the next step (which
-    grows when the probe takes longer than a step) and, when the probe process
+    handing over, the look for its answer at each step's end and the wait for it
+    where it must be logged and is not yet in (which grows when the probe takes
+    longer than the steps in between) and, when the probe process
     had to share a core (:attr:`ProbeProcess.shared_core`), the time it took from
     whatever shared it, which may have been training. Each place is tried once
     first (probes while the process starts, which run here anyway, do not count);

@@ -39,7 +39,7 @@ MISTAKES = {"model.cell_args.leak_nit"}  # writing-a-plugin.md: a misspelt param
 #: not keys: attributes of the training run that event hooks receive
 #: (writing-a-plugin.md); test_docs checks that rnnzoo.events.TrainingRun has them
 RUN_ATTRIBUTES = {"run.config", "run.model", "run.task", "run.step", "run.run_dir"}
-RUN_ATTRIBUTES |= {"run.device", "run.log", "run.log_images", "run.log_table"}
+RUN_ATTRIBUTES |= {"run.device", "run.stopping", "run.log", "run.log_images", "run.log_table"}
 #: the last part of a file name, not of a key (``gradflow.jsonl``, ``config.yaml``)
 FILE_SUFFIXES = {"conllu", "csv", "json", "jsonl", "md", "png", "pt", "py", "toml", "txt"}
 FILE_SUFFIXES |= {"wandb", "yaml", "yml"}

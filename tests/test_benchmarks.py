@@ -166,7 +166,8 @@ def test_paired_benchmark_times_rnnzoo_and_the_hand_written_loop_step_by_step(
     command = [sys.executable, str(BENCHMARKS / "overhead_paired.py"), "--size", "tiny"]
     command += ["--steps", "40", "--chunk", "20", "--warmup", "5", "--runs", "2"]
     command += ["--variants", "shipped", "lean", "--json", str(out)]
-    command += ["--set", "gradflow.every=10"]  # probes, and no hand-written step right after
+    # probes in the probe process: no hand-written step while one is in flight
+    command += ["--set", "gradflow.every=10", "--set", "gradflow.process=always"]
     done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
@@ -174,6 +175,8 @@ def test_paired_benchmark_times_rnnzoo_and_the_hand_written_loop_step_by_step(
     for row in rows:  # two runs of two chunks
         assert row["chunks"] == 4 and len(row["x hand-written, per run"]) == 2
         assert all(r > 0 for r in row["x hand-written, per run"])
+    # shipped hands probes to the process, and no hand-written step runs meanwhile
+    assert all(n > 0 for n in rows[0]["hand-written steps deferred, per run"])
 
 
 def test_probe_overhead_benchmark_runs_and_probes_do_not_change_training(

@@ -27,7 +27,7 @@ from jsonl import read_jsonl
 from wandb_records import logged_tables, read_run, rows_by_step, run_files
 
 from rnnzoo.compare import Run, budgets, configurations
-from rnnzoo_plugins.gradflow_probes import COLUMNS, TABLE
+from rnnzoo_plugins.gradflow_table import COLUMNS, TABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDING = ROOT / "experiments" / "adding.yaml"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -14,8 +16,11 @@ from typing import Any
 import pytest
 from cli_run import rnnzoo, write
 
-from rnnzoo import hookspecs
+from rnnzoo import checkpoint, config, hookimpl, hookspecs
+from rnnzoo.events import TrainingRun
 from rnnzoo.plugins import HOOKS, plugin_manager
+from rnnzoo.registry import Registry
+from rnnzoo.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,3 +197,46 @@ def test_event_hooks_are_called_as_documented(
         ["eval_end", 4, True],
         ["end", 4, 4.0],
     ]
+
+
+@pytest.mark.parametrize("stop", ["signal", "budget"])
+def test_a_stop_is_announced_to_plugins(tmp_path: Path, stop: str) -> None:
+    """``run.stopping`` is true at the end of the step after which training stops.
+    Stopped by a signal (Ctrl-C during step 2), training ends with
+    ``rnnzoo_train_interrupted`` after that step's checkpoint; stopped by a budget
+    (48 tokens: two steps), with ``rnnzoo_train_end``."""
+    events: list[tuple[Any, ...]] = []
+
+    class Recorder:
+        @hookimpl
+        def rnnzoo_after_backward(self, step: int) -> None:
+            if stop == "signal" and step == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        @hookimpl
+        def rnnzoo_step_end(self, run: TrainingRun, step: int) -> None:
+            events.append(("step_end", step, run.stopping))
+
+        @hookimpl
+        def rnnzoo_train_interrupted(self, run: TrainingRun) -> None:
+            saved = [p.name for p in checkpoint.list_checkpoints(run.run_dir)]
+            events.append(("interrupted", run.step, saved))
+
+        @hookimpl
+        def rnnzoo_train_end(self, run: TrainingRun) -> None:
+            events.append(("end", run.step))
+
+    small = ["task.length=6", "trainer.batch_size=4", "model.hidden_size=4", "trainer.steps=6"]
+    quiet = ["gradflow.every=0", "tracking.wandb_mode=disabled", "trainer.progress=false"]
+    budget = ["trainer.max_tokens=48"] if stop == "budget" else []
+    cfg = config.load(ROOT / "experiments" / "adding.yaml", [*small, *quiet, *budget])
+    pm = plugin_manager()
+    pm.register(Recorder())
+    trainer = Trainer(cfg, Registry(pm), tmp_path / "run")
+    if stop == "signal":
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+    else:
+        trainer.fit()
+    last = ("interrupted", 2, ["ckpt-00000002.pt"]) if stop == "signal" else ("end", 2)
+    assert events == [("step_end", 1, False), ("step_end", 2, True), last]

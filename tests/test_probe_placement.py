@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 from jsonl import read_jsonl
-from test_probe_process import WAIT, train
+from test_probe_process import WAIT, NeverEarly, train
 
-from rnnzoo import build_model
+from rnnzoo import build_model, hookimpl
+from rnnzoo.events import TrainingRun
 from rnnzoo.plugins import plugin_manager
 from rnnzoo.probe_process import Placement, ProbeProcess
 from rnnzoo.registry import Registry
@@ -107,3 +108,44 @@ def test_the_probe_process_reports_the_time_another_process_took_from_its_core()
     # a probe takes about 10 ms of CPU at this size; sharing a core, it waits
     # about as long again
     assert sum(shared) > 0.01, shared
+
+
+@pytest.mark.parametrize(
+    ("due", "flight"),
+    [
+        ({"log_every": 6, "eval_every": 16, "checkpoint_every": 16}, [4, 5, 8, 9, 10, 11]),
+        ({"log_every": 16, "eval_every": 6, "checkpoint_every": 10}, [4, 5, 8, 9]),
+    ],
+)
+def test_an_answer_not_yet_in_is_logged_later_and_before_the_trainer_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, due: dict[str, int], flight: list[int]
+) -> None:
+    """Training goes on while the probe process works. An answer is looked for at
+    each step's end without waiting, and waited for only at the end of a step
+    after which the trainer logs, evaluates or saves a checkpoint, or the next
+    probe is due."""
+    from rnnzoo_plugins import gradflow_probes
+
+    class InFlight:
+        def __init__(self) -> None:
+            self.steps: list[int] = []
+
+        @hookimpl(trylast=True)
+        def rnnzoo_step_end(self, run: TrainingRun, step: int) -> None:
+            if gradflow_probes.in_flight(run):
+                self.steps.append(step)
+
+    monkeypatch.setattr(gradflow_probes, "ProbeProcess", NeverEarly)
+    pm = plugin_manager()
+    pm.register(watch := InFlight())
+    more = [f"trainer.{key}={every}" for key, every in due.items()]
+    train(tmp_path / "run", "always", more, pm=pm)  # probes at 4, 8, 12 (aside) and 16
+    # 12 is waited for at the end (16), where the last probe runs in training
+    assert watch.steps == [*flight, 12, 13, 14, 15]
+    lines = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    probed = [(r["step"], i) for i, r in enumerate(lines) if "gradflow/reach10" in r]
+    trainer = [(r["step"], i) for i, r in enumerate(lines) if "train/loss" in r or "val/loss" in r]
+    assert [step for step, _ in probed] == [4, 8, 12, 16]
+    assert all(any(later > step for later, _ in trainer) for step, _ in probed[:3])
+    for step, line in probed:  # before the trainer's values of any later step
+        assert all(line < at for later, at in trainer if later > step), (step, lines)

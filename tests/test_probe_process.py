@@ -125,7 +125,8 @@ def test_a_dead_probe_process_says_so() -> None:
 
 
 class LogEveryStep:
-    """Logs a value at every step, as step_end ends (as the threads plugin may)."""
+    """Logs a value at every step, as step_end ends (as the threads plugin may): a
+    probe that answers a step or two later is logged after it."""
 
     @hookimpl
     def rnnzoo_step_end(self, run: TrainingRun, step: int) -> None:
@@ -145,8 +146,9 @@ def test_a_run_logs_from_the_probe_process_what_it_would_probe_itself(
     assert [r["step"] for r in aside] == [4, 8, 12, 16]
     assert_same_numbers(aside, here)
     rows = read_jsonl(tmp_path / "aside" / "metrics.jsonl")
-    steps = [r["step"] for r in rows]
-    assert steps == sorted(steps)  # each probe logged before any later step
+    for key in ("test/step", "gradflow/reach10", "train/loss"):  # each in step order
+        steps = [r["step"] for r in rows if key in r]
+        assert steps == sorted(steps), key
     probed = {r["step"]: r for r in rows if "gradflow/reach10" in r}
     rows_here = read_jsonl(tmp_path / "here" / "metrics.jsonl")
     expected = {r["step"]: r for r in rows_here if "gradflow/reach10" in r}
@@ -275,6 +277,17 @@ def test_a_probe_lost_at_a_stop_runs_again_on_resume(tmp_path: Path) -> None:
     assert_same_numbers(again[1], json.loads(records[1]))  # the checkpoint's weights
 
 
+class NeverEarly(ProbeProcess):
+    """Ready before the first probe; an answer is in only when waited for."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        assert self.wait_ready(WAIT)
+
+    def answer(self, timeout: float | None = 0.0) -> Any:
+        return None if timeout == 0.0 else super().answer(timeout)
+
+
 class Interrupt:
     """Sends this process SIGINT (Ctrl-C) during step ``during``: the trainer
     finishes the step, writes a checkpoint and stops."""
@@ -288,17 +301,35 @@ class Interrupt:
             os.kill(os.getpid(), signal.SIGINT)
 
 
-@pytest.mark.parametrize("during", [4, 5])
-def test_a_stop_loses_no_probe(tmp_path: Path, during: int) -> None:
-    """Stopped at a probe step, the probe in flight runs again on resume; stopped
-    at the next step, it was waited for before the step ended."""
+class InterruptLate:
+    """Sends SIGINT at the end of step ``at``, after the probes looked for an answer."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    @hookimpl(trylast=True)
+    def rnnzoo_step_end(self, step: int) -> None:
+        if step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("when", ["probe step", "next step", "after the look"])
+def test_a_stop_loses_no_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """Stopped at a probe step, the probe runs in training; stopped at a later
+    step, the probe in flight is logged before training stops, also when the
+    signal comes after that step's look for the answer (never in at a look here)."""
+    from rnnzoo_plugins import gradflow_probes
+
+    monkeypatch.setattr(gradflow_probes, "ProbeProcess", NeverEarly)
     pm = plugin_manager()
-    pm.register(Interrupt(during))
+    pm.register(
+        InterruptLate(5) if when == "after the look" else Interrupt(4 + (when != "probe step"))
+    )
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(run, "always", pm=pm)
     records = run / "gradflow.jsonl"
-    assert [r["step"] for r in read_jsonl(records)] == [4] if during == 5 else not records.exists()
+    assert [r["step"] for r in read_jsonl(records)] == [4]
     more = config.load(run / "config.yaml", [])
     Trainer(more, Registry(plugin_manager()), run, resume=True).fit()
     assert [r["step"] for r in read_jsonl(records)] == [4, 8, 12, 16]

@@ -23,7 +23,7 @@ from rnnzoo.registry import Registry
 from rnnzoo.tracking import Tracker
 from rnnzoo.training import Trainer
 from rnnzoo.wandb_support import address, announce
-from rnnzoo_plugins.gradflow_probes import COLUMNS, TABLE
+from rnnzoo_plugins.gradflow_table import COLUMNS, TABLE
 
 REGISTRY = Registry(plugin_manager())
 QUIET = ["trainer.progress=false", "tracking.project=rnnzoo-tests"]

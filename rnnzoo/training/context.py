@@ -51,6 +51,10 @@ class RunView:
     def rank(self) -> int:
         return self._trainer.ranks.rank
 
+    @property
+    def stopping(self) -> bool:
+        return self._trainer.stop.now or self._trainer.state.stopped is not None
+
     def log(self, metrics: Mapping[str, Any], *, step: int | None = None) -> None:
         if self._trainer.tracker is not None:
             self._trainer.tracker.log(self.step if step is None else step, dict(metrics))

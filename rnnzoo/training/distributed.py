@@ -159,6 +159,8 @@ def lost_contact(ranks: Ranks, exc: BaseException) -> TrainingError:
 
 def is_comm_error(exc: BaseException) -> bool:
     """Whether ``exc`` came from the process group (a peer gone, a timeout)."""
+    if not isinstance(exc, RuntimeError):
+        return False
     if isinstance(exc, dist.DistError):
         return True
     text = str(exc)

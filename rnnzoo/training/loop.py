@@ -4,9 +4,8 @@
     micro-batches -> forward + backward (truncated-BPTT windows) -> controllers
     shape the gradients -> optimizer step -> evaluate, log, checkpoint when due
 
-It knows nothing about cells, clipping or tags: those are plugins, called at the
-fixed points documented in :mod:`rnnzoo.hookspecs`. The gradient-flow probes are a
-plugin on those same event hooks.
+It knows nothing about cells, clipping, tags or gradient-flow probes: those are
+plugins, called at the fixed points documented in :mod:`rnnzoo.hookspecs`.
 """
 
 from __future__ import annotations
@@ -145,17 +144,17 @@ class Trainer:
                     # evaluate, log and checkpoint when due
                     self.progress.step_done()
                     stop = self._when_due(metrics, stop)
-        except RuntimeError as exc:  # a process of the group died or timed out
+        except BaseException as exc:  # an error, or a second signal: the last checkpoint stays
             self.close()
-            if self.ranks.active and distributed.is_comm_error(exc):
-                raise distributed.lost_contact(self.ranks, exc) from exc
-            raise
-        except BaseException:  # an error, or a second signal: the last checkpoint stays
-            self.close()
+            if self.ranks.active and distributed.is_comm_error(exc):  # a process of the group
+                raise distributed.lost_contact(self.ranks, exc) from exc  # died or timed out
             raise
         if self.stop.now and not stop and s.step < t.steps:
             say(f"stopped at step {s.step}; continue: rnnzoo train --resume {self.run_dir}")
-            self.close()
+            try:
+                self.hook.rnnzoo_train_interrupted(run=self.view)
+            finally:
+                self.close()
             raise KeyboardInterrupt
         if s.last_eval.get("step") != s.step:
             self._evaluate()
