@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -139,22 +139,25 @@ def rnnzoo_overrides(size: str, steps: int, contender: str) -> list[str]:
     ]
 
 
-def train_rnnzoo(size: str, steps: int, turns: Turns, contender: str) -> None:
+def train_rnnzoo(
+    size: str, steps: int, contender: str, tick: Callable[[Any], None], more: Sequence[str] = ()
+) -> None:
+    """``rnnzoo train`` as ``contender`` (with the config overrides ``more``), calling
+    ``tick(run)`` at the end of every step, after every other plugin's end of it."""
     from rnnzoo import config, hookimpl
     from rnnzoo.plugins import plugin_manager
     from rnnzoo.registry import Registry
     from rnnzoo.training import Trainer
 
     class Clock:
-        @hookimpl
-        def rnnzoo_step_end(self) -> None:
-            turns.tick()
+        @hookimpl(trylast=True)
+        def rnnzoo_step_end(self, run: Any) -> None:
+            tick(run)
 
     registry = Registry(plugin_manager())
     registry.pm.register(Clock())
-    cfg = config.load(
-        ROOT / "experiments" / "adding.yaml", rnnzoo_overrides(size, steps, contender)
-    )
+    overrides = [*rnnzoo_overrides(size, steps, contender), *more]
+    cfg = config.load(ROOT / "experiments" / "adding.yaml", overrides)
     with tempfile.TemporaryDirectory() as tmp:
         Trainer(cfg, registry, Path(tmp) / "run").fit()
 
@@ -169,7 +172,7 @@ def contend(contender: str, size: str, steps: int, turns: Turns) -> None:
     elif contender == "lightning":
         train_lightning(*shape, steps, turns.tick)
     else:
-        train_rnnzoo(size, steps, turns, contender)
+        train_rnnzoo(size, steps, contender, lambda run: turns.tick())
 
 
 if __name__ == "__main__":

@@ -36,17 +36,15 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench_common import machine, ratio_summary
-from overhead_contender import SIZES, lightning_version, rnnzoo_overrides, train_lightning
+from overhead_contender import SIZES, lightning_version, train_lightning, train_rnnzoo
 from threads import background
 
 HERE = Path(__file__).resolve().parent
-ADDING = HERE.parent / "experiments" / "adding.yaml"
 #: variant -> the contender of ``overhead.py`` whose settings it trains with
 #: (``lightning``: ``overhead.py``'s Lightning contender, when Lightning is installed)
 VARIANTS = {"shipped": "rnnzoo", "here": "rnnzoo-here", "lean": "rnnzoo-lean", "lightning": ""}
@@ -106,23 +104,12 @@ def one_run(
         train_lightning(hidden, steps_t, batch, total, pair.tick)
         return pair.result(steps, chunk, warmup)
 
-    from rnnzoo import config, hookimpl
-    from rnnzoo.events import TrainingRun
-    from rnnzoo.plugins import plugin_manager
-    from rnnzoo.registry import Registry
-    from rnnzoo.training import Trainer
     from rnnzoo_plugins import gradflow_probes
 
-    class Clock:
-        @hookimpl(trylast=True)  # after every other plugin's end of the step
-        def rnnzoo_step_end(self, run: TrainingRun) -> None:
-            pair.tick(gradflow_probes.in_flight(run))
+    def tick(run: Any) -> None:
+        pair.tick(gradflow_probes.in_flight(run))
 
-    cfg = config.load(ADDING, [*rnnzoo_overrides(size, total, VARIANTS[variant]), *more])
-    registry = Registry(plugin_manager())
-    registry.pm.register(Clock())
-    with tempfile.TemporaryDirectory() as tmp:
-        Trainer(cfg, registry, Path(tmp) / "run").fit()
+    train_rnnzoo(size, total, VARIANTS[variant], tick, more)
     return pair.result(steps, chunk, warmup)
 
 
@@ -136,7 +123,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=100, help="steps per ratio")
     parser.add_argument("--warmup", type=int, default=50, help="untimed steps first")
     parser.add_argument("--json", type=Path, help="also write the rows here")
-    parser.add_argument("--set", action="append", default=[], help="a config override")
+    parser.add_argument(
+        "--set", action="append", default=[], help="a config override (rnnzoo variants only)"
+    )
     parser.add_argument("--busy", type=int, default=0, help="busy background processes")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a run's own process
     args = parser.parse_args()

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from rnnzoo import gradflow, hookimpl
-from rnnzoo.events import TrainingRun
+from rnnzoo.events import TrainingRun, busy_every
 from rnnzoo.gradflow_figures import GradflowFigures
 from rnnzoo.model import RNNModel
 from rnnzoo.probe_process import Placement, ProbeProcess, ProbeProcessError
@@ -89,8 +89,7 @@ class _Probes:
     pending: _Pending | None = None
     #: with ``auto``: here or aside, whichever costs training less
     placement: Placement = field(default_factory=Placement)
-    #: a probe in flight is waited for at multiples of these: the probe interval,
-    #: ``trainer.log_every``, ``eval_every`` and ``checkpoint_every``
+    #: a probe in flight is waited for at multiples of these (:func:`busy_every`)
     settle_every: tuple[int, ...] = ()
 
 
@@ -125,7 +124,7 @@ def rnnzoo_train_start(run: TrainingRun) -> None:
         )
         recorded = {r["step"] for r in rows}
     probes = _active[run] = _Probes(every, figures, str(settings.process), int(t.steps))
-    probes.settle_every = (every, int(t.log_every), int(t.eval_every), int(t.checkpoint_every))
+    probes.settle_every = busy_every(run.config)
     if run.step > 0 and run.step % every == 0 and run.step not in recorded:
         # resumed at a probe step whose probe never arrived (the run was killed
         # while the probe process had it): the checkpoint holds the step's weights

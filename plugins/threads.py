@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from rnnzoo import hookimpl, threads, waitpolicy
-from rnnzoo.events import TrainingRun
+from rnnzoo.events import TrainingRun, busy_every
 from rnnzoo.threads import ThreadChooser
 
 
@@ -79,10 +79,7 @@ def rnnzoo_train_start(run: TrainingRun) -> None:
     # start at one thread: where more threads are far slower, that costs least
     chooser = ThreadChooser(options=(1, cores), start=1)
     threads.set_threads(chooser.threads())
-    t, every = run.config.trainer, int(run.config.gradflow.every)
-    busy = (int(t.eval_every), int(t.checkpoint_every), int(t.log_every))
-    busy += (every,) if every > 0 else ()
-    _active[run] = _Auto(chooser, busy, time.perf_counter(), policy=policy)
+    _active[run] = _Auto(chooser, busy_every(run.config), time.perf_counter(), policy=policy)
 
 
 @hookimpl

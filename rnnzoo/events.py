@@ -90,3 +90,13 @@ class TrainingRun(Protocol):
         exceed it go out with the key's next table, or when the run ends, so a
         table may hold the rows of several calls (give the rows a step column);
         the chart shows the newest call's rows. None sends every call at once."""
+
+
+def busy_every(config: DictConfig) -> tuple[int, ...]:
+    """The step intervals of ``config`` after which the trainer does more than a
+    step: it evaluates (``trainer.eval_every``), saves a checkpoint
+    (``checkpoint_every``), logs (``log_every``) and, when they are on, the
+    gradient-flow probes probe (``gradflow.every``)."""
+    t, every = config.trainer, int(config.gradflow.every)
+    busy = (int(t.eval_every), int(t.checkpoint_every), int(t.log_every))
+    return busy + (every,) if every > 0 else busy
